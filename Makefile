@@ -1,0 +1,52 @@
+# Trunkline — the fixed entry points (other tooling depends on these names):
+#   make venv      .venv with the pinned Python toolchain and the trunkline CLI
+#   make testbed   Docker engine, systemd base images, LiveKit programs (.artifacts/)
+#   make lint      ansible-lint (production), yamllint, ruff
+#   make test      venv + testbed + lint, then pytest and every molecule scenario
+#   make lab       a local lab host with playbooks/site.yml applied; make lab-down
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Scenarios in the order they run; each is named by what it proves.
+SCENARIOS ?= redis
+
+.PHONY: help venv testbed lint test pytest molecule lab lab-down clean
+
+help:
+	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
+
+venv: $(VENV)/.trunkline-stamp
+
+$(VENV)/.trunkline-stamp: pyproject.toml constraints.txt
+	@scripts/testbed/venv.sh "$(PYTHON)" "$(VENV)"
+	@touch $@
+
+testbed:
+	@scripts/testbed/testbed.sh
+
+lint: venv
+	@echo "==> lint: yamllint"; $(BIN)/yamllint -s .
+	@echo "==> lint: ruff"; $(BIN)/ruff check . && $(BIN)/ruff format --check .
+	@echo "==> lint: ansible-lint (production profile, offline)"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint -q
+
+test: venv testbed lint
+	@scripts/run-tests.sh $(SCENARIOS)
+
+pytest: venv
+	@$(BIN)/pytest
+
+molecule: venv
+	@for s in $(SCENARIOS); do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s $$s; done
+
+lab: venv testbed
+	@PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lab.sh up
+
+lab-down: venv
+	@PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lab.sh down
+
+clean: lab-down
+	rm -rf $(VENV) .pytest_cache .ruff_cache

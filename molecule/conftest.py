@@ -1,0 +1,55 @@
+"""Shared fixtures for the molecule scenarios' testinfra verifiers.
+
+Molecule runs the verifier after converge and idempotence, so the hosts are
+converged here; ``check_run`` replays the scenario's converge playbook with
+``--check --diff`` and reports what it would change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def _changed_tasks(report: dict) -> list[str]:
+    out = []
+    for play in report.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, result in task.get("hosts", {}).items():
+                if result.get("changed"):
+                    diff = result.get("diff") or []
+                    out.append(f"{host}: {task['task']['name']} {json.dumps(diff)[:2000]}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def check_run() -> dict:
+    """Run converge.yml in check+diff mode against the converged hosts."""
+    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    proc = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(scenario / "converge.yml"),
+            "--check",
+            "--diff",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"check run printed no JSON (rc={proc.returncode}): {proc.stderr[-3000:]}")
+    report["rc"] = proc.returncode
+    report["changed_tasks"] = _changed_tasks(report)
+    return report

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# make venv: the pinned Python toolchain in .venv, trunkline installed editable.
+set -euo pipefail
+python=${1:-python3} venv=${2:-.venv}
+t0=$SECONDS
+if ! "$python" -c 'import sys; assert (3, 11) <= sys.version_info[:2] < (3, 14)' 2>/dev/null; then
+  echo "make venv: $python must be Python 3.11 to 3.13 (found: $("$python" --version 2>&1))" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  if ! "$python" -m venv "$venv" 2>/dev/null; then
+    # Debian/Ubuntu split venv/ensurepip into python3-venv.
+    echo "==> venv: installing python3-venv"
+    rm -rf "$venv"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    "$python" -m venv "$venv"
+  fi
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+echo "==> venv: ready in $((SECONDS - t0)) s ($("$venv/bin/trunkline" --version))"

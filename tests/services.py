@@ -1,0 +1,235 @@
+"""Start the real services the Python tests run against, on loopback only.
+
+Redis is Debian's redis-server; livekit-server and livekit-sip come from the
+release tarballs in .artifacts/ (built by ``make testbed``). Every process is
+bound to 127.0.0.1 on free ports, with STUN pointed at loopback and external-IP
+discovery off, so nothing leaves the machine. Each service is stopped by the
+fixture that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / ".artifacts"
+
+
+def read_versions() -> dict[str, str]:
+    """The pinned versions from scripts/testbed/versions.env."""
+    out = {}
+    for line in (ROOT / "scripts/testbed/versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            out[key] = value.strip('"')
+    return out
+
+
+VERSIONS = read_versions()
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_tcp_udp_port() -> int:
+    """A port free for both TCP and UDP on loopback (SIP listens on both)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            try:
+                u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
+def verify_checksum(tarball: Path) -> None:
+    """Refuse a tarball whose sha256 does not match .artifacts/checksums.txt."""
+    sums = {}
+    for line in (tarball.parent / "checksums.txt").read_text().splitlines():
+        digest, name = line.split()
+        sums[name] = digest
+    actual = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    if sums.get(tarball.name) != actual:
+        raise RuntimeError(f"{tarball.name}: checksum mismatch")
+
+
+def extract(tarball: Path, dest: Path, member: str) -> Path:
+    verify_checksum(tarball)
+    with tarfile.open(tarball) as tf:
+        tf.extract(f"./{member}", dest, filter="data")
+    return dest / member
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:
+            last_exc = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last_exc})")
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    info: dict = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _spawn(name: str, argv: list[str], workdir: Path, env: dict | None = None) -> Service:
+    log = workdir / f"{name}.log"
+    fh = log.open("wb")
+    proc = subprocess.Popen(
+        argv,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    return Service(name, proc, log)
+
+
+def start_redis(workdir: Path) -> Service:
+    redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    password = secrets.token_urlsafe(32)
+    conf = workdir / "redis.conf"
+    conf.write_text(
+        f'bind 127.0.0.1\nport {port}\nrequirepass {password}\nsave ""\n'
+        f"appendonly no\ndir {workdir}\nprotected-mode yes\n"
+    )
+    conf.chmod(0o600)
+    svc = _spawn("redis", [redis_server, str(conf)], workdir)
+    svc.info.update(address=f"127.0.0.1:{port}", port=port, password=password)
+
+    def ping():
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            return b"+PONG" in s.recv(64) + s.recv(64)
+
+    wait_for(ping, 15, "redis", svc.proc)
+    return svc
+
+
+def start_livekit_server(workdir: Path, redis: Service) -> Service:
+    version = VERSIONS["LIVEKIT_SERVER_VERSION"]
+    binary = extract(
+        ARTIFACTS / f"livekit_{version}_linux_amd64.tar.gz", workdir / "server", "livekit-server"
+    )
+    port, tcp_port, udp_start = free_port(), free_port(), 51000 + (os.getpid() % 4000)
+    api_key, api_secret = "trunkline-test", secrets.token_urlsafe(36)
+    config = {
+        "port": port,
+        "bind_addresses": ["127.0.0.1"],
+        "keys": {api_key: api_secret},
+        "redis": {"address": redis.info["address"], "password": redis.info["password"]},
+        "rtc": {
+            "tcp_port": tcp_port,
+            "port_range_start": udp_start,
+            "port_range_end": udp_start + 100,
+            "use_external_ip": False,
+            "node_ip": "127.0.0.1",
+            # Clients get this instead of Google's public STUN (the default).
+            "stun_servers": ["127.0.0.1:3478"],
+            "interfaces": {"includes": ["lo"]},
+        },
+        "logging": {"level": "info", "json": False},
+    }
+    path = workdir / "livekit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    svc = _spawn("livekit-server", [str(binary), "--config", str(path)], workdir)
+    url = f"http://127.0.0.1:{port}"
+    svc.info.update(
+        url=url,
+        ws_url=f"ws://127.0.0.1:{port}",
+        api_key=api_key,
+        api_secret=api_secret,
+        binary=binary,
+        port=port,
+    )
+    wait_for(lambda: http_get(url + "/")[0] == 200, 30, "livekit-server", svc.proc)
+    return svc
+
+
+def start_livekit_sip(workdir: Path, redis: Service, server: Service) -> Service:
+    version = VERSIONS["LIVEKIT_SIP_VERSION"]
+    binary = extract(
+        ARTIFACTS / f"livekit-sip_{version}_linux_amd64.tar.gz", workdir / "sip", "livekit-sip"
+    )
+    sip_port, health_port = free_tcp_udp_port(), free_port()
+    rtp_start = 21000 + (os.getpid() % 4000)
+    config = {
+        "api_key": server.info["api_key"],
+        "api_secret": server.info["api_secret"],
+        "ws_url": server.info["ws_url"],
+        "redis": {"address": redis.info["address"], "password": redis.info["password"]},
+        "sip_port": sip_port,
+        "rtp_port": f"{rtp_start}-{rtp_start + 100}",
+        "use_external_ip": False,
+        "nat_1_to_1_ip": "127.0.0.1",
+        "listen_ip": "127.0.0.1",
+        "health_port": health_port,
+        "logging": {"level": "info"},
+    }
+    path = workdir / "sip.yaml"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    svc = _spawn("livekit-sip", [str(binary), "--config", str(path)], workdir)
+    svc.info.update(sip_port=sip_port, health_port=health_port, binary=binary)
+    wait_for(
+        lambda: http_get(f"http://127.0.0.1:{health_port}/")[0] == 200, 30, "livekit-sip", svc.proc
+    )
+    return svc
