@@ -26,9 +26,19 @@ def _changed_tasks(report: dict) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="session")
-def check_run() -> dict:
-    """Run converge.yml in check+diff mode against the converged hosts."""
+def failed_messages(report: dict) -> list[str]:
+    """The messages of every failed task in a JSON-callback report."""
+    out = []
+    for play in report.get("plays", []):
+        for task in play.get("tasks", []):
+            for host, result in task.get("hosts", {}).items():
+                if result.get("failed"):
+                    out.append(f"{host}: {result.get('msg', '')}")
+    return out
+
+
+def run_playbook(name: str, *args: str) -> dict:
+    """Run a playbook of this scenario against its hosts; the JSON report plus rc."""
     scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
     proc = subprocess.run(
@@ -36,9 +46,8 @@ def check_run() -> dict:
             "ansible-playbook",
             "-i",
             os.environ["MOLECULE_INVENTORY_FILE"],
-            str(scenario / "converge.yml"),
-            "--check",
-            "--diff",
+            str(scenario / name),
+            *args,
         ],
         env=env,
         capture_output=True,
@@ -49,7 +58,14 @@ def check_run() -> dict:
     try:
         report = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        pytest.fail(f"check run printed no JSON (rc={proc.returncode}): {proc.stderr[-3000:]}")
+        pytest.fail(f"{name} printed no JSON (rc={proc.returncode}): {proc.stderr[-3000:]}")
     report["rc"] = proc.returncode
     report["changed_tasks"] = _changed_tasks(report)
+    report["failed_messages"] = failed_messages(report)
     return report
+
+
+@pytest.fixture(scope="session")
+def check_run() -> dict:
+    """Run converge.yml in check+diff mode against the converged hosts."""
+    return run_playbook("converge.yml", "--check", "--diff")

@@ -157,7 +157,13 @@ def start_redis(workdir: Path) -> Service:
     def ping():
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
-            return b"+PONG" in s.recv(64) + s.recv(64)
+            reply = b""
+            while b"+PONG" not in reply and len(reply) < 256:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+            return b"+PONG" in reply
 
     wait_for(ping, 15, "redis", svc.proc)
     return svc

@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: build-livekit.sh ARTIFACT_DIR}
 mkdir -p "$out"
 arch=amd64
-export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
+export GOFLAGS=-buildvcs=false GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -53,7 +53,7 @@ module_src() { # module_src MODULE VERSION -> a writable copy of the module's so
   local dir json
   json=$(go mod download -json "$1@$2" || true)
   if grep -q '"Error"' <<<"$json"; then
-    echo "go mod download $1@$2 failed: $(sed -n 's/^[[:space:]]*"Error": "\(.*\)",*$/\1/p' <<<"$json")" >&2
+    echo "go mod download $1@$2 failed: $(sed -n 's/^[[:space:]]*"Error": "\(.*\)",*$/\1/p' <<<"$json" | sed 's/\\n.*//')" >&2
     return 3
   fi
   dir=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
@@ -73,7 +73,9 @@ build() { # build TARBALL MODULE VERSION PACKAGE BINARY CGO LDFLAGS
     -o "$work/bin/$bin" "./$pkg")
   "$work/bin/$bin" --version 2>&1 | grep -q "$version" ||
     { echo "$bin does not report version $version: $("$work/bin/$bin" --version 2>&1)" >&2; exit 1; }
-  pack "$tarball" "$work/bin/$bin" "$src/LICENSE"
+  # the module's license and notice files travel with the binary (Apache-2.0)
+  # shellcheck disable=SC2046 # file names without spaces, one word each
+  pack "$tarball" "$work/bin/$bin" $(find "$src" -maxdepth 1 -type f \( -name 'LICENSE*' -o -name NOTICE \) | sort)
   rm -rf "$work/bin/$bin" "$src"
   echo "  $tarball: built"
 }

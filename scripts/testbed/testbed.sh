@@ -41,6 +41,25 @@ host_packages() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The Go toolchain for the LiveKit builds. The modules declare go 1.26; an
+# older or missing go is bootstrapped from Debian's golang-go, which then
+# fetches the pinned toolchain from the Go module proxy (GOTOOLCHAIN).
+GO_TOOLCHAIN=go1.26.8
+go_toolchain() {
+  local have
+  have=$(go env GOVERSION 2>/dev/null || true)
+  if [ -n "$have" ] && printf '%s\n%s\n' go1.26 "$have" | sort -V -C; then
+    echo "  $have"
+    return
+  fi
+  if ! command -v go >/dev/null; then
+    echo "  installing Debian's golang-go to bootstrap $GO_TOOLCHAIN"
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+  fi
+  export GOTOOLCHAIN=$GO_TOOLCHAIN
+  echo "  $(go version) (GOTOOLCHAIN=$GOTOOLCHAIN)"
+}
+
 docker_engine() {
   if docker info >/dev/null 2>&1; then echo "  engine answers"; return; fi
   command -v dockerd >/dev/null || { echo "dockerd missing after install" >&2; exit 1; }
@@ -70,7 +89,7 @@ docker_engine() {
 # What goes into the base images; the image carries a hash of this recipe
 # as a label, so a changed recipe rebuilds it. Bump IMAGE_RECIPE when the
 # steps in image_one change.
-IMAGE_RECIPE=1
+IMAGE_RECIPE=3
 IMAGE_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates,gnupg
 mirror() { # the Debian mirror this machine's apt sources use
   local m
@@ -86,6 +105,13 @@ rootfs_cleanup() { # unmount what debootstrap may have left mounted, then remove
   rm -rf --one-file-system "$root" "$root.log"
 }
 
+security_mirror() {
+  local m
+  m=$(grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian-security/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
+    grep -oE 'https?://[^ ]+' | head -1)
+  echo "${m:-http://deb.debian.org/debian-security}"
+}
+
 image_one() { # image_one SUITE TAG
   local suite=$1 tag=$2 name=trunkline/debian:$2 recipe have root
   recipe=$(printf '%s|%s|%s' "$suite" "$IMAGE_PACKAGES" "$IMAGE_RECIPE" | sha256sum | cut -c1-16)
@@ -99,12 +125,20 @@ image_one() { # image_one SUITE TAG
     { tail -20 "$root.log" >&2; exit 1; }
   # A container, not a machine: nothing should try to manage consoles,
   # clocks or the kernel. Time sync stays off (no NTP to public pools).
+  # apt sources like an installed Debian host: release, updates, security.
+  cat >"$root/etc/apt/sources.list" <<SOURCES
+deb $(mirror) $suite main
+deb $(mirror) $suite-updates main
+deb $(security_mirror) $suite-security main
+SOURCES
   chroot "$root" /bin/sh -c '
     systemctl mask getty@tty1.service serial-getty@.service console-getty.service \
       systemd-timesyncd.service systemd-firstboot.service sys-kernel-config.mount \
       systemd-remount-fs.service >/dev/null 2>&1 || true
     : > /etc/machine-id
-    apt-get clean; rm -rf /var/lib/apt/lists/*'
+    apt-get clean; rm -rf /var/lib/apt/lists/*
+    # empty lists must not look fresh to apt cache_valid_time checks
+    touch -d @0 /var/lib/apt/lists'
   tar -C "$root" -c . | docker import \
     -c 'CMD ["/lib/systemd/systemd"]' \
     -c "LABEL trunkline.recipe=$recipe trunkline.suite=$suite" - "$name" >/dev/null
@@ -130,6 +164,7 @@ artifacts() {
 
 t_all=$SECONDS
 step "host packages" host_packages
+step "go toolchain" go_toolchain
 step "docker engine" docker_engine
 step "base images" images
 step "livekit artifacts" artifacts

@@ -1,0 +1,44 @@
+"""House rules every role keeps (see shared/style.md): its argument_specs and
+its defaults describe the same variables, with the same default values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
+ROLES = sorted(p for p in ROLES_DIR.iterdir() if p.is_dir())
+
+
+def load(path: Path):
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_role_has_argument_specs(role):
+    specs = load(role / "meta/argument_specs.yml")
+    assert specs and "main" in specs["argument_specs"], f"{role.name}: no main argument spec"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_defaults_and_argument_specs_agree(role):
+    defaults = load(role / "defaults/main.yml") or {}
+    options = load(role / "meta/argument_specs.yml")["argument_specs"]["main"]["options"]
+    undocumented = set(defaults) - set(options)
+    assert not undocumented, f"{role.name}: defaults without argument_specs: {undocumented}"
+    for name, spec in options.items():
+        assert name.startswith(role.name + "_"), f"{role.name}: {name} lacks the role prefix"
+        assert spec.get("description"), f"{role.name}: {name} has no description"
+        if name in defaults and "default" in spec:
+            assert spec["default"] == defaults[name], f"{role.name}: {name} defaults differ"
+        if name not in defaults:
+            assert spec.get("required"), f"{role.name}: {name} has no default and is not required"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_private_variables_are_prefixed(role):
+    private = load(role / "vars/main.yml") or {}
+    for name in private:
+        assert name.startswith(f"_{role.name}_"), f"{role.name}: vars/{name} lacks _{role.name}_"
