@@ -14,6 +14,26 @@ from pathlib import Path
 
 import pytest
 
+EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
+
+
+def secret(name: str) -> str:
+    """A secret the scenario generated into molecule's ephemeral directory."""
+    return (EPHEMERAL / "secrets" / name).read_text().split()[0]
+
+
+def host_address(host) -> str:
+    """The test host's address on the scenario's Docker network."""
+    return host.interface("eth0").addresses[0]
+
+
+def local_address_towards(addr: str) -> str:
+    """This controller's own address on the route to a test host."""
+    out = subprocess.run(
+        ["ip", "-o", "route", "get", addr], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[out.index("src") + 1]
+
 
 def _changed_tasks(report: dict) -> list[str]:
     out = []
@@ -35,6 +55,25 @@ def failed_messages(report: dict) -> list[str]:
                 if result.get("failed"):
                     out.append(f"{host}: {result.get('msg', '')}")
     return out
+
+
+def run_playbook_text(name: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a playbook of this scenario with the default callback; the whole output."""
+    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            str(scenario / name),
+            *args,
+        ],
+        env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def run_playbook(name: str, *args: str) -> dict:

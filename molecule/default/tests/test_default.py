@@ -1,0 +1,173 @@
+"""The all-in-one site, checked the way its user would: by protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import host_address, local_address_towards, run_playbook_text, secret
+from livekit import api
+
+SIPP_OPTIONS = Path(__file__).resolve().parents[3] / "tests" / "sipp" / "options.xml"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - a test host's address
+        return resp.status, resp.read().decode()
+
+
+def list_inbound(url: str, key: str, secret_: str):
+    async def run():
+        lkapi = api.LiveKitAPI(url, key, secret_)
+        try:
+            return await lkapi.sip.list_inbound_trunk(api.ListSIPInboundTrunkRequest())
+        finally:
+            await lkapi.aclose()
+
+    return asyncio.run(run())
+
+
+def test_livekit_answers_http(host):
+    assert http_get(f"http://{host_address(host)}:7880/") == (200, "OK")
+
+
+def test_livekit_api_accepts_the_configured_key(host):
+    url = f"http://{host_address(host)}:7880"
+    result = list_inbound(url, "API" + secret("livekit_api_key"), secret("livekit_api_secret"))
+    assert result is not None
+
+
+def test_livekit_api_refuses_a_wrong_key(host):
+    url = f"http://{host_address(host)}:7880"
+    with pytest.raises(api.TwirpError) as err:
+        list_inbound(url, "API" + secret("livekit_api_key"), "w" * 48)
+    assert err.value.status == 401
+
+
+def test_sip_health_port_answers(host):
+    assert host.run("curl -fsS http://127.0.0.1:8080/").stdout.strip() == "OK"
+
+
+def test_sip_listens_on_5060_udp_and_tcp(host):
+    assert host.socket("udp://0.0.0.0:5060").is_listening or host.socket("udp://5060").is_listening
+    assert host.socket("tcp://0.0.0.0:5060").is_listening or host.socket("tcp://5060").is_listening
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_sip_answers_options_from_a_sip_peer(host, transport, tmp_path):
+    addr = host_address(host)
+    proc = subprocess.run(
+        [
+            shutil.which("sipp") or "sipp",
+            f"{addr}:5060",
+            "-sf",
+            str(SIPP_OPTIONS),
+            "-t",
+            transport,
+            "-i",
+            local_address_towards(addr),
+            "-p",
+            str(free_port()),
+            "-m",
+            "1",
+            "-timeout",
+            "10s",
+            "-timeout_error",
+            "-nostdin",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-1500:]
+
+
+def test_redis_needs_auth(host):
+    out = host.run("redis-cli -h 127.0.0.1 PING")
+    assert "NOAUTH" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        ("/etc/livekit/livekit.yaml", "livekit"),
+        ("/etc/livekit/sip.yaml", "livekit-sip"),
+        ("/etc/redis/redis.conf", "redis"),
+    ],
+)
+def test_config_files_private_to_their_service(host, path, owner):
+    f = host.file(path)
+    assert f.user == owner
+    assert f.group == owner
+    assert f.mode & 0o007 == 0, oct(f.mode)
+
+
+def test_services_run_as_their_own_users(host):
+    for unit, user in (("livekit-server", "livekit"), ("livekit-sip", "livekit-sip")):
+        props = host.check_output(
+            f"systemctl show {unit} -p User -p NoNewPrivileges -p ProtectSystem"
+        )
+        assert f"User={user}" in props
+        assert "NoNewPrivileges=yes" in props
+        assert "ProtectSystem=strict" in props
+
+
+def test_media_sysctls_written(host):
+    conf = host.file("/etc/sysctl.d/60-trunkline-media.conf").content_string
+    assert "net.core.rmem_max = 16777216" in conf
+    assert "net.core.wmem_max = 16777216" in conf
+
+
+def test_no_public_stun_handed_out(host):
+    conf = host.file("/etc/livekit/livekit.yaml").content_string
+    assert "stun_servers" in conf
+    assert "google" not in conf.lower()
+
+
+@pytest.mark.parametrize(
+    ("unit", "check"),
+    [
+        ("livekit-server", "curl -fsS http://127.0.0.1:7880/"),
+        ("livekit-sip", "curl -fsS http://127.0.0.1:8080/"),
+    ],
+)
+def test_killed_service_is_restarted_by_systemd(host, unit, check):
+    before = host.check_output(f"systemctl show {unit} -p MainPID --value")
+    host.run_test(f"kill -9 {before}")
+    for _ in range(60):
+        time.sleep(0.5)
+        now = host.check_output(f"systemctl show {unit} -p MainPID --value")
+        if now not in ("0", before) and host.run(check).rc == 0:
+            break
+    else:
+        pytest.fail(f"{unit} was not restarted after kill -9")
+
+
+def test_check_diff_reports_no_change(check_run):
+    assert check_run["rc"] == 0, check_run["failed_messages"]
+    assert check_run["changed_tasks"] == []
+
+
+def test_no_secret_in_converge_output(host):
+    """Force a converge that rewrites both configs (with --diff) and read all it printed."""
+    host.run_test("rm -f /etc/livekit/livekit.yaml /etc/livekit/sip.yaml")
+    out = run_playbook_text("converge.yml", "--diff", "--limit", host.backend.get_hostname())
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "changed=" in out.stdout and "changed=0" not in out.stdout.split("PLAY RECAP")[-1]
+    text = out.stdout + out.stderr
+    for name in ("redis_password", "livekit_api_secret"):
+        assert secret(name) not in text, f"{name} appears in the converge output"
