@@ -76,7 +76,7 @@ docker_engine() {
     [ -f "$pidf" ] && ! kill -0 "$(cat "$pidf")" 2>/dev/null && rm -f "$pidf"
   done
   mkdir -p "$cache"
-  setsid dockerd >"$cache/dockerd.log" 2>&1 </dev/null &
+  setsid dockerd >"$cache/dockerd.log" 2>&1 </dev/null 9>&- &
   for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then echo "  dockerd started (log: $cache/dockerd.log)"; return; fi
     sleep 1
@@ -163,6 +163,14 @@ artifacts() {
 }
 
 t_all=$SECONDS
+# One test bed per machine: clones running `make testbed` at once would build
+# into the same cache. The second waits for the first.
+mkdir -p "$cache"
+exec 9>"$cache/.testbed.lock"
+if ! flock -n 9; then
+  echo "==> testbed: another make testbed is running on this machine; waiting for it"
+  flock 9
+fi
 step "host packages" host_packages
 step "go toolchain" go_toolchain
 step "docker engine" docker_engine
