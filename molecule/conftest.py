@@ -54,6 +54,10 @@ def failed_messages(report: dict) -> list[str]:
             for host, result in task.get("hosts", {}).items():
                 if result.get("failed"):
                     out.append(f"{host}: {result.get('msg', '')}")
+                    # loops: each failed item carries its own message
+                    for item in result.get("results", []):
+                        if item.get("failed"):
+                            out.append(f"{host}: {item.get('msg', '')}")
     return out
 
 
