@@ -12,7 +12,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Scenarios in the order they run; each is named by what it proves.
-SCENARIOS ?= redis artifacts default
+SCENARIOS ?= redis artifacts preflight default
 
 .PHONY: help venv testbed lint test pytest molecule lab lab-down clean
 

@@ -42,3 +42,16 @@ def test_private_variables_are_prefixed(role):
     private = load(role / "vars/main.yml") or {}
     for name in private:
         assert name.startswith(f"_{role.name}_"), f"{role.name}: vars/{name} lacks _{role.name}_"
+
+
+def test_role_versions_match_the_test_bed_pins():
+    """The versions the roles install by default are the ones the test bed builds."""
+    pins = dict(
+        line.split("=", 1)
+        for line in (ROLES_DIR.parent / "scripts/testbed/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    server = load(ROLES_DIR / "livekit_server/defaults/main.yml")
+    sip = load(ROLES_DIR / "livekit_sip/defaults/main.yml")
+    assert server["livekit_server_version"] == pins["LIVEKIT_SERVER_VERSION"]
+    assert sip["livekit_sip_version"] == pins["LIVEKIT_SIP_VERSION"]
