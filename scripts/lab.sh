@@ -39,20 +39,41 @@ up() {
   echo "==> lab: systemd is $state; applying playbooks/site.yml"
   ansible-playbook playbooks/site.yml
   addr=$(docker inspect -f "{{ (index .NetworkSettings.Networks \"$net\").IPAddress }}" "$name")
-  echo "==> lab: checking what runs"
-  pong=$(REDISCLI_AUTH=$(head -1 .lab/secrets/redis_password) redis-cli --no-auth-warning -h "$addr" PING)
-  noauth=$(redis-cli -h "$addr" PING 2>&1 || true)
-  echo "  redis at $addr:6379: with the password: $pong; without: ${noauth%% *}"
-  [ "$pong" = PONG ] || { echo "lab: Redis did not answer" >&2; exit 1; }
+  echo "==> lab: checking what runs, by protocol, from this machine"
+  check "redis AUTH PING" test "$(REDISCLI_AUTH=$(head -1 .lab/secrets/redis_password) redis-cli --no-auth-warning -h "$addr" PING)" = PONG
+  check "redis refuses without AUTH" sh -c "redis-cli -h $addr PING 2>&1 | grep -q NOAUTH"
+  check "livekit HTTP answers OK" sh -c "curl -fsS http://$addr:7880/ | grep -qx OK"
+  check "livekit-sip health 200" curl -fsS -o /dev/null "http://$addr:8080/"
+  local_ip=$(ip -o route get "$addr" | sed -n 's/.* src \([^ ]*\).*/\1/p')
+  for t in udp tcp; do
+    check "livekit-sip answers SIP OPTIONS over $t (sipp)" sipp "$addr:5060" -sf tests/sipp/options.xml \
+      -t "${t:0:1}1" -i "$local_ip" -p "$((20000 + RANDOM % 5000))" -m 1 -timeout 10s -timeout_error -nostdin
+  done
+  [ "$failures" = 0 ] || { echo "lab: $failures check(s) failed (journalctl -u livekit-server -u livekit-sip in the lab host)" >&2; exit 1; }
   cat <<MSG
 
 Trunkline lab is up in $((SECONDS - t0)) s.
-  host       $name ($addr), Debian 12, systemd; shell: docker exec -it $name bash
-  redis      $addr:6379, password in .lab/secrets/redis_password (0600)
-             REDISCLI_AUTH=\$(cat .lab/secrets/redis_password) redis-cli -h $addr PING
-  re-apply   ansible-playbook playbooks/site.yml      (inventories/lab is the default)
-  remove     make lab-down
+  host        $name ($addr), Debian 12, systemd; shell: docker exec -it $name bash
+  livekit     http://$addr:7880 and ws://$addr:7880; ICE tcp 7881, udp 50000-60000
+              API key  API$(head -1 .lab/secrets/livekit_api_key)
+              secret   .lab/secrets/livekit_api_secret (0600)
+  livekit-sip sip:$addr:5060 (UDP and TCP), RTP udp 10000-20000, health http://$addr:8080/
+  redis       $addr:6379, password in .lab/secrets/redis_password (0600)
+  re-apply    ansible-playbook playbooks/site.yml      (inventories/lab is the default)
+  remove      make lab-down
 MSG
+}
+
+failures=0
+check() { # check LABEL COMMAND...: run a protocol check, print ok/FAILED
+  local label=$1
+  shift
+  if "$@" >/dev/null 2>&1; then
+    printf '  ok      %s\n' "$label"
+  else
+    printf '  FAILED  %s\n' "$label"
+    failures=$((failures + 1))
+  fi
 }
 
 case "${1:-up}" in

@@ -55,3 +55,20 @@ def test_role_versions_match_the_test_bed_pins():
     sip = load(ROLES_DIR / "livekit_sip/defaults/main.yml")
     assert server["livekit_server_version"] == pins["LIVEKIT_SERVER_VERSION"]
     assert sip["livekit_sip_version"] == pins["LIVEKIT_SIP_VERSION"]
+
+
+def test_staging_example_inventory_parses_with_every_component_group():
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", "inventories/staging", "--list"],
+        cwd=ROLES_DIR.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    groups = json.loads(out.stdout)["trunkline"]["children"]
+    for group in ("redis", "livekit_server", "livekit_sip", "livekit_egress", "livekit_agents", "cxml"):
+        assert group in groups
