@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+# The project's test helpers (tests/sipp_peer.py, ...) serve the verifiers too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 

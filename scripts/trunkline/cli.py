@@ -15,6 +15,9 @@ import sys
 from importlib import metadata
 
 from trunkline import __version__
+from trunkline.config import environment, load_yaml
+from trunkline.errors import ConfigError, TrunklineError
+from trunkline.telephony.model import parse
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,6 +48,39 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_telephony_validate(args: argparse.Namespace) -> int:
+    try:
+        parsed = parse(load_yaml(args.file), args.file, environment())
+    except ConfigError as exc:
+        if args.json:
+            problems = [
+                {"file": p.file, "path": p.path, "message": p.message} for p in exc.problems
+            ]
+            print(json.dumps({"valid": False, "errors": problems}, indent=2))
+        else:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    t = parsed.telephony
+    counts = {
+        "inbound_trunks": len(t.inbound_trunks),
+        "outbound_trunks": len(t.outbound_trunks),
+        "dispatch_rules": len(t.dispatch_rules),
+    }
+    if args.json:
+        warnings = [{"file": w.file, "path": w.path, "message": w.message} for w in parsed.warnings]
+        print(json.dumps({"valid": True, "warnings": warnings, **counts}, indent=2))
+    else:
+        for warning in parsed.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(
+            f"{args.file}: valid ({counts['inbound_trunks']} inbound trunks, "
+            f"{counts['outbound_trunks']} outbound trunks, {counts['dispatch_rules']} dispatch rules, "
+            f"{len(parsed.warnings)} warnings)"
+        )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trunkline",
@@ -64,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_version.add_argument("--json", action="store_true", help="print a JSON object")
     p_version.set_defaults(func=_cmd_version)
+
+    p_tel = sub.add_parser(
+        "telephony",
+        help="LiveKit SIP trunks and dispatch rules as code (telephony.yml)",
+        description="Manage LiveKit's SIP trunks and dispatch rules from one telephony.yml.",
+    )
+    tel = p_tel.add_subparsers(dest="telephony_command", metavar="ACTION")
+    p_validate = tel.add_parser(
+        "validate",
+        help="check a telephony.yml without contacting LiveKit",
+        description=(
+            "Load FILE, resolve its ${ENV_VAR} references and check it: E.164 numbers, "
+            "addresses and CIDRs, unique names, rules that name unknown trunks, numbers claimed "
+            "twice, literal secrets. Prints every problem with its file, object and field; "
+            "warnings (numbers no rule takes, catch-all rules on open trunks) do not fail."
+        ),
+        epilog="Exit codes: 0 valid (warnings may be printed), 2 invalid.",
+    )
+    p_validate.add_argument("file", help="the telephony.yml to check")
+    p_validate.add_argument("--json", action="store_true", help="print the result as JSON")
+    p_validate.set_defaults(func=_cmd_telephony_validate)
+    p_tel.set_defaults(func=lambda _args: (p_tel.print_help(), EXIT_USAGE)[1])
     return parser
 
 
@@ -81,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trunkline: interrupted", file=sys.stderr)
         return 130
+    except TrunklineError as exc:
+        print(f"trunkline: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

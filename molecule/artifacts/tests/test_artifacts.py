@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import run_playbook
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])

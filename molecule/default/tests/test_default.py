@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import host_address, local_address_towards, run_playbook_text, secret
 from livekit import api
 
-SIPP_OPTIONS = Path(__file__).resolve().parents[3] / "tests" / "sipp" / "options.xml"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
+import sipp_peer
+from conftest import host_address, local_address_towards, run_playbook_text, secret
 
 
 def http_get(url: str) -> tuple[int, str]:
@@ -68,31 +58,7 @@ def test_sip_listens_on_5060_udp_and_tcp(host):
 @pytest.mark.parametrize("transport", ["u1", "t1"])
 def test_sip_answers_options_from_a_sip_peer(host, transport, tmp_path):
     addr = host_address(host)
-    proc = subprocess.run(
-        [
-            shutil.which("sipp") or "sipp",
-            f"{addr}:5060",
-            "-sf",
-            str(SIPP_OPTIONS),
-            "-t",
-            transport,
-            "-i",
-            local_address_towards(addr),
-            "-p",
-            str(free_port()),
-            "-m",
-            "1",
-            "-timeout",
-            "10s",
-            "-timeout_error",
-            "-nostdin",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-        check=False,
-    )
+    proc = sipp_peer.options(addr, 5060, transport, local_address_towards(addr), tmp_path)
     assert proc.returncode == 0, proc.stdout[-1500:]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import testinfra
 import yaml
+
 from conftest import run_playbook
 
 CASES = yaml.safe_load((Path(__file__).parent / "cases.yml").read_text())

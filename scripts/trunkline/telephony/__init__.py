@@ -1,0 +1,1 @@
+"""Telephony as code: LiveKit SIP trunks and dispatch rules from one file."""

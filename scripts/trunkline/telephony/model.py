@@ -1,0 +1,461 @@
+"""The desired state: parse and validate a telephony.yml into typed objects.
+
+Pure: no network, no API. Every problem names the file, the object and the
+field; all problems are collected before anything is reported, so one run
+shows everything to fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trunkline.config import REF_ONLY, interpolate
+from trunkline.errors import ConfigError, Problem
+from trunkline.numbers import normalize_e164
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}))?$")
+DURATION = re.compile(r"^(\d+)(s|m|h)?$")
+MEDIA_ENCRYPTION = ("disable", "allow", "require")
+TRANSPORTS = ("auto", "udp", "tcp", "tls")
+RULE_TYPES = ("individual", "direct", "callee")
+SECRET_FIELDS = ("password",)
+
+
+@dataclass(frozen=True)
+class Auth:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class InboundTrunk:
+    name: str
+    numbers: tuple[str, ...]
+    allowed_addresses: tuple[str, ...] = ()
+    allowed_numbers: tuple[str, ...] = ()
+    auth: Auth | None = None
+    headers_to_attributes: tuple[tuple[str, str], ...] = ()
+    media_encryption: str = "disable"
+    krisp: bool = False
+    ringing_timeout: int = 0  # seconds, 0 = LiveKit's default
+    max_call_duration: int = 0
+    metadata: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundTrunk:
+    name: str
+    address: str
+    numbers: tuple[str, ...]
+    transport: str = "auto"
+    auth: Auth | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    media_encryption: str = "disable"
+    metadata: str = ""
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    metadata: str = ""
+
+
+@dataclass(frozen=True)
+class DispatchRule:
+    name: str
+    type: str
+    trunks: tuple[str, ...] = ()  # empty = every inbound trunk
+    room_prefix: str = ""
+    room_name: str = ""
+    pin: str = ""
+    called_numbers: tuple[str, ...] = ()
+    caller_numbers: tuple[str, ...] = ()
+    agents: tuple[Agent, ...] = ()
+    hide_phone_number: bool = False
+    attributes: tuple[tuple[str, str], ...] = ()
+    metadata: str = ""
+    krisp: bool = False
+
+
+@dataclass(frozen=True)
+class Telephony:
+    inbound_trunks: tuple[InboundTrunk, ...] = ()
+    outbound_trunks: tuple[OutboundTrunk, ...] = ()
+    dispatch_rules: tuple[DispatchRule, ...] = ()
+
+
+@dataclass
+class Parsed:
+    telephony: Telephony
+    warnings: list[Problem]
+
+
+class _Reader:
+    """Reads one object's fields, recording problems instead of raising."""
+
+    def __init__(self, file: str, path: str, data: Any, problems: list[Problem]):
+        self.file, self.path, self.problems = file, path, problems
+        if not isinstance(data, dict):
+            self.fail("", f"must be a mapping, not {type(data).__name__}")
+            data = {}
+        self.data = data
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(
+            Problem(self.file, f"{self.path}.{key}" if key else self.path, message)
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        return self.data.get(key, default)
+
+    def str(self, key: str, default: str = "", required: bool = False) -> str:
+        value = self.get(key)
+        if value is None:
+            if required:
+                self.fail(key, "is required")
+            return default
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            self.fail(key, f"must be a string, not {type(value).__name__}")
+            return default
+        return str(value)
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {value!r}")
+            return default
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(key, default)
+        if value not in choices:
+            self.fail(key, f"must be one of {', '.join(choices)} (not {value!r})")
+            return default
+        return value
+
+    def list(self, key: str) -> list:
+        value = self.get(key, [])
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list, not {type(value).__name__}")
+            return []
+        return value
+
+    def numbers(self, key: str) -> tuple[str, ...]:
+        out = []
+        for i, value in enumerate(self.list(key)):
+            try:
+                out.append(normalize_e164(value if isinstance(value, str) else str(value)))
+            except ValueError as exc:
+                self.fail(f"{key}[{i}]", str(exc))
+        for dup in sorted({n for n in out if out.count(n) > 1}):
+            self.fail(key, f"{dup} is listed twice")
+        return tuple(out)
+
+    def mapping(self, key: str, key_re: re.Pattern | None = None) -> tuple[tuple[str, str], ...]:
+        value = self.get(key, {})
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a mapping, not {type(value).__name__}")
+            return ()
+        out = []
+        for k, v in value.items():
+            if key_re is not None and not key_re.match(str(k)):
+                self.fail(f"{key}.{k}", "is not a valid header name")
+            if not isinstance(v, str | int) or isinstance(v, bool):
+                self.fail(f"{key}.{k}", f"must be a string, not {type(v).__name__}")
+                continue
+            out.append((str(k), str(v)))
+        return tuple(sorted(out))
+
+    def duration(self, key: str) -> int:
+        value = self.get(key)
+        if value is None:
+            return 0
+        match = DURATION.match(str(value)) if isinstance(value, str | int) else None
+        if not match or isinstance(value, bool):
+            self.fail(key, f"must be a duration like 30, 30s, 5m or 1h (not {value!r})")
+            return 0
+        return int(match.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[match.group(2)]
+
+    def auth(self, key: str, raw: Mapping) -> Auth | None:
+        value = self.get(key)
+        if value is None:
+            return None
+        sub = _Reader(self.file, f"{self.path}.{key}", value, self.problems)
+        username = sub.str("username", required=True)
+        password = sub.str("password", required=True)
+        raw_password = raw.get(key, {}).get("password") if isinstance(raw.get(key), dict) else None
+        if isinstance(raw_password, str) and raw_password and not REF_ONLY.match(raw_password):
+            sub.fail(
+                "password", "must be a ${ENV_VAR} reference: secrets are never written in the file"
+            )
+        sub.done()
+        return Auth(username, password) if username and password else None
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.seen:
+                self.fail(str(key), "is not a known field")
+
+
+def _named(reader: _Reader) -> str:
+    name = reader.str("name", required=True)
+    if name and not NAME.match(name):
+        reader.fail(
+            "name", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _inbound(r: _Reader, raw: Mapping) -> InboundTrunk:
+    name = _named(r)
+    numbers = r.numbers("numbers")
+    addresses = []
+    for i, value in enumerate(r.list("allowed_addresses")):
+        try:
+            addresses.append(str(ipaddress.ip_network(str(value), strict=False)))
+        except ValueError:
+            r.fail(f"allowed_addresses[{i}]", f"{value!r} is not an IP address or CIDR")
+    trunk = InboundTrunk(
+        name=name,
+        numbers=numbers,
+        allowed_addresses=tuple(addresses),
+        allowed_numbers=r.numbers("allowed_numbers"),
+        auth=r.auth("auth", raw),
+        headers_to_attributes=r.mapping("headers_to_attributes", HEADER),
+        media_encryption=r.choice("media_encryption", MEDIA_ENCRYPTION, "disable"),
+        krisp=r.bool("krisp"),
+        ringing_timeout=r.duration("ringing_timeout"),
+        max_call_duration=r.duration("max_call_duration"),
+        metadata=r.str("metadata"),
+    )
+    if not r.data.get("numbers"):
+        r.fail("numbers", "lists no number: the trunk would accept calls to any number")
+    r.done()
+    return trunk
+
+
+def _outbound(r: _Reader, raw: Mapping) -> OutboundTrunk:
+    name = _named(r)
+    address = r.str("address", required=True)
+    if address.lower().startswith("sip:"):
+        r.fail("address", "is host[:port] without 'sip:' (LiveKit adds the scheme)")
+    elif address:
+        match = HOSTPORT.match(address)
+        if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
+            r.fail("address", f"{address!r} is not host[:port]")
+    trunk = OutboundTrunk(
+        name=name,
+        address=address,
+        numbers=r.numbers("numbers"),
+        transport=r.choice("transport", TRANSPORTS, "auto"),
+        auth=r.auth("auth", raw),
+        headers=r.mapping("headers", HEADER),
+        media_encryption=r.choice("media_encryption", MEDIA_ENCRYPTION, "disable"),
+        metadata=r.str("metadata"),
+    )
+    if not r.data.get("numbers"):
+        r.fail("numbers", "lists no caller ID number")
+    r.done()
+    return trunk
+
+
+def _agents(r: _Reader) -> tuple[Agent, ...]:
+    out = []
+    for i, value in enumerate(r.list("agents")):
+        sub = _Reader(r.file, f"{r.path}.agents[{i}]", value, r.problems)
+        name = sub.str("name", required=True)
+        if name and not AGENT_NAME.match(name):
+            sub.fail(
+                "name", "must be the agent_name a worker registers: letters, digits, '.', '_', '-'"
+            )
+        out.append(Agent(name, sub.str("metadata")))
+        sub.done()
+    return tuple(out)
+
+
+def _rule(r: _Reader) -> DispatchRule:
+    name = _named(r)
+    kind = r.choice("type", RULE_TYPES, "individual")
+    trunks = []
+    for i, value in enumerate(r.list("trunks")):
+        if not isinstance(value, str):
+            r.fail(f"trunks[{i}]", "must be a trunk name")
+        else:
+            trunks.append(value)
+    rule = DispatchRule(
+        name=name,
+        type=kind,
+        trunks=tuple(trunks),
+        room_prefix=r.str("room_prefix"),
+        room_name=r.str("room_name"),
+        pin=r.str("pin"),
+        called_numbers=r.numbers("called_numbers"),
+        caller_numbers=r.numbers("caller_numbers"),
+        agents=_agents(r),
+        hide_phone_number=r.bool("hide_phone_number"),
+        attributes=r.mapping("attributes"),
+        metadata=r.str("metadata"),
+        krisp=r.bool("krisp"),
+    )
+    if kind == "direct" and not rule.room_name:
+        r.fail("room_name", "is required for a direct rule (every call joins that room)")
+    if kind != "direct" and rule.room_name:
+        r.fail("room_name", f"applies to direct rules only; a {kind} rule uses room_prefix")
+    if rule.pin and not rule.pin.isdigit():
+        r.fail("pin", "must be digits only (callers type it on the keypad)")
+    r.done()
+    return rule
+
+
+def parse(data: Any, file: str, env: Mapping[str, str]) -> Parsed:
+    """Validate a loaded telephony.yml. Raises ConfigError listing every problem."""
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    if data is None:
+        data = {}
+    top = _Reader(file, "", data, problems)
+    top.path = ""
+    resolved = interpolate(data if isinstance(data, dict) else {}, env, file, "", problems)
+    # interpolate() builds paths like ".inbound_trunks[0]..."; strip the leading dot
+    for p in problems:
+        object.__setattr__(p, "path", p.path.lstrip("."))
+
+    def objects(kind: str, build):
+        out = []
+        raw_list = top.list(kind)
+        res_list = resolved.get(kind) or []
+        for i, raw in enumerate(raw_list):
+            label = (
+                raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else i
+            )
+            reader = _Reader(file, f"{kind}[{label}]", res_list[i], problems)
+            out.append(build(reader, raw if isinstance(raw, dict) else {}))
+        return out
+
+    inbound = objects("inbound_trunks", _inbound)
+    outbound = objects("outbound_trunks", _outbound)
+    rules = objects("dispatch_rules", lambda r, _raw: _rule(r))
+    for key in data if isinstance(data, dict) else {}:
+        if key not in ("inbound_trunks", "outbound_trunks", "dispatch_rules"):
+            problems.append(Problem(file, str(key), "is not a known section"))
+
+    _check_names(
+        file, "inbound_trunks", inbound, problems, others=outbound, other_kind="outbound_trunks"
+    )
+    _check_names(file, "dispatch_rules", rules, problems)
+    _check_numbers_claimed_once(file, inbound, problems)
+    _check_rule_references(
+        file, rules, {t.name for t in inbound}, {t.name for t in outbound}, problems
+    )
+    warnings += _warn_unrouted(file, inbound, rules) + _warn_scanner_bait(file, inbound, rules)
+    if problems:
+        raise ConfigError(problems)
+    return Parsed(Telephony(tuple(inbound), tuple(outbound), tuple(rules)), warnings)
+
+
+def _check_names(file, kind, objs, problems, others=(), other_kind=""):
+    seen: dict[str, str] = {}
+    for obj in objs:
+        if obj.name in seen:
+            problems.append(
+                Problem(file, f"{kind}[{obj.name}].name", f"{obj.name!r} is used twice")
+            )
+        seen[obj.name] = kind
+    out_seen: set[str] = set()
+    for obj in others:
+        if obj.name in seen:
+            problems.append(
+                Problem(
+                    file,
+                    f"{other_kind}[{obj.name}].name",
+                    f"{obj.name!r} is also an inbound trunk; "
+                    "trunk names are unique across both kinds",
+                )
+            )
+        if obj.name in out_seen:
+            problems.append(
+                Problem(file, f"{other_kind}[{obj.name}].name", f"{obj.name!r} is used twice")
+            )
+        out_seen.add(obj.name)
+
+
+def _check_numbers_claimed_once(file, inbound, problems):
+    owner: dict[str, str] = {}
+    for trunk in inbound:
+        for number in trunk.numbers:
+            if number in owner and owner[number] != trunk.name:
+                problems.append(
+                    Problem(
+                        file,
+                        f"inbound_trunks[{trunk.name}].numbers",
+                        f"{number} is already claimed by inbound trunk {owner[number]!r}",
+                    )
+                )
+            owner.setdefault(number, trunk.name)
+
+
+def _check_rule_references(file, rules, inbound_names, outbound_names, problems):
+    for rule in rules:
+        for name in rule.trunks:
+            if name in inbound_names:
+                continue
+            why = (
+                "is an outbound trunk; rules dispatch inbound calls"
+                if name in outbound_names
+                else "is not a trunk in this file"
+            )
+            problems.append(Problem(file, f"dispatch_rules[{rule.name}].trunks", f"{name!r} {why}"))
+
+
+def _rule_matches(rule: DispatchRule, trunk: InboundTrunk, number: str) -> bool:
+    return (not rule.trunks or trunk.name in rule.trunks) and (
+        not rule.called_numbers or number in rule.called_numbers
+    )
+
+
+def _warn_unrouted(file, inbound, rules) -> list[Problem]:
+    out = []
+    for trunk in inbound:
+        for number in trunk.numbers:
+            if not any(_rule_matches(rule, trunk, number) for rule in rules):
+                out.append(
+                    Problem(
+                        file,
+                        f"inbound_trunks[{trunk.name}].numbers",
+                        f"no dispatch rule takes calls to {number}: LiveKit will reject them (486)",
+                    )
+                )
+    return out
+
+
+def _warn_scanner_bait(file, inbound, rules) -> list[Problem]:
+    out = []
+    open_trunks = [t for t in inbound if not t.allowed_addresses and t.auth is None]
+    for rule in rules:
+        if rule.called_numbers or rule.caller_numbers or rule.pin:
+            continue
+        for trunk in open_trunks:
+            if not rule.trunks or trunk.name in rule.trunks:
+                out.append(
+                    Problem(
+                        file,
+                        f"dispatch_rules[{rule.name}]",
+                        f"takes every call on trunk {trunk.name!r}, which accepts any source "
+                        "address without auth: SIP scanners will create rooms; "
+                        "set allowed_addresses or auth",
+                    )
+                )
+    return out
