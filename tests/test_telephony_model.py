@@ -34,7 +34,8 @@ def test_example_template_is_valid():
 
 def test_numbers_are_normalized_to_e164():
     data = yaml.safe_load(
-        'inbound_trunks: [{name: a, numbers: ["+1 (212) 777-3456"], allowed_addresses: [198.51.100.7]}]'
+        'inbound_trunks: [{name: a, numbers: ["+1 (212) 777-3456"], '
+        "allowed_addresses: [198.51.100.7]}]"
     )
     assert parse(data, "t.yml", {}).telephony.inbound_trunks[0].numbers == ("+12127773456",)
 

@@ -75,7 +75,8 @@ def _cmd_telephony_validate(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         print(
             f"{args.file}: valid ({counts['inbound_trunks']} inbound trunks, "
-            f"{counts['outbound_trunks']} outbound trunks, {counts['dispatch_rules']} dispatch rules, "
+            f"{counts['outbound_trunks']} outbound trunks, "
+            f"{counts['dispatch_rules']} dispatch rules, "
             f"{len(parsed.warnings)} warnings)"
         )
     return EXIT_OK
