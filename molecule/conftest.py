@@ -39,29 +39,31 @@ def local_address_towards(addr: str) -> str:
     return out[out.index("src") + 1]
 
 
-def _changed_tasks(report: dict) -> list[str]:
-    out = []
+def _host_results(report: dict):
+    """(task name, host, result) for every task result in a JSON-callback report."""
     for play in report.get("plays", []):
         for task in play.get("tasks", []):
             for host, result in task.get("hosts", {}).items():
-                if result.get("changed"):
-                    diff = result.get("diff") or []
-                    out.append(f"{host}: {task['task']['name']} {json.dumps(diff)[:2000]}")
-    return out
+                yield task["task"]["name"], host, result
+
+
+def _changed_tasks(report: dict) -> list[str]:
+    return [
+        f"{host}: {name} {json.dumps(result.get('diff') or [])[:2000]}"
+        for name, host, result in _host_results(report)
+        if result.get("changed")
+    ]
 
 
 def failed_messages(report: dict) -> list[str]:
-    """The messages of every failed task in a JSON-callback report."""
+    """The messages of every failed task (and failed loop item) in a JSON-callback report."""
     out = []
-    for play in report.get("plays", []):
-        for task in play.get("tasks", []):
-            for host, result in task.get("hosts", {}).items():
-                if result.get("failed"):
-                    out.append(f"{host}: {result.get('msg', '')}")
-                    # loops: each failed item carries its own message
-                    for item in result.get("results", []):
-                        if item.get("failed"):
-                            out.append(f"{host}: {item.get('msg', '')}")
+    for _name, host, result in _host_results(report):
+        if result.get("failed"):
+            out.append(f"{host}: {result.get('msg', '')}")
+            out += [
+                f"{host}: {i.get('msg', '')}" for i in result.get("results", []) if i.get("failed")
+            ]
     return out
 
 

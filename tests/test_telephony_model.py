@@ -103,14 +103,13 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def validate_template(password: str) -> subprocess.CompletedProcess:
+    env = {"CLOUDONIX_OUTBOUND_PASSWORD": password, "PATH": "/usr/bin:/bin"}
+    return cli("telephony", "validate", "--json", str(ROOT / "templates/telephony.yml"), env=env)
+
+
 def test_cli_validate_exit_codes_and_json(tmp_path):
-    good = cli(
-        "telephony",
-        "validate",
-        "--json",
-        str(ROOT / "templates/telephony.yml"),
-        env={"CLOUDONIX_OUTBOUND_PASSWORD": "x", "PATH": "/usr/bin:/bin"},
-    )
+    good = validate_template("x")
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout)["dispatch_rules"] == 2
     bad = tmp_path / "bad.yml"
@@ -125,12 +124,6 @@ def test_cli_validate_exit_codes_and_json(tmp_path):
     assert "dispatch_rules[r].room_name" in plain.stderr
 
 
-def test_cli_never_prints_a_resolved_secret(tmp_path):
-    out = cli(
-        "telephony",
-        "validate",
-        "--json",
-        str(ROOT / "templates/telephony.yml"),
-        env={"CLOUDONIX_OUTBOUND_PASSWORD": "do-not-print-me", "PATH": "/usr/bin:/bin"},
-    )
+def test_cli_never_prints_a_resolved_secret():
+    out = validate_template("do-not-print-me")
     assert "do-not-print-me" not in out.stdout + out.stderr
