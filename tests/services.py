@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from sipp_peer import free_udp_tcp_port
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / ".artifacts"
 
@@ -47,19 +49,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def free_tcp_udp_port() -> int:
-    """A port free for both TCP and UDP on loopback (SIP listens on both)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both TCP and UDP")
 
 
 def verify_checksum(tarball: Path) -> None:
@@ -215,7 +204,7 @@ def start_livekit_sip(workdir: Path, redis: Service, server: Service) -> Service
     binary = extract(
         ARTIFACTS / f"livekit-sip_{version}_linux_amd64.tar.gz", workdir / "sip", "livekit-sip"
     )
-    sip_port, health_port = free_tcp_udp_port(), free_port()
+    sip_port, health_port = free_udp_tcp_port("127.0.0.1"), free_port()
     rtp_start = 21000 + (os.getpid() % 4000)
     config = {
         "api_key": server.info["api_key"],

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import services
+
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 ROLES = sorted(p for p in ROLES_DIR.iterdir() if p.is_dir())
 
@@ -46,11 +48,7 @@ def test_private_variables_are_prefixed(role):
 
 def test_role_versions_match_the_test_bed_pins():
     """The versions the roles install by default are the ones the test bed builds."""
-    pins = dict(
-        line.split("=", 1)
-        for line in (ROLES_DIR.parent / "scripts/testbed/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
+    pins = services.VERSIONS
     server = load(ROLES_DIR / "livekit_server/defaults/main.yml")
     sip = load(ROLES_DIR / "livekit_sip/defaults/main.yml")
     assert server["livekit_server_version"] == pins["LIVEKIT_SERVER_VERSION"]

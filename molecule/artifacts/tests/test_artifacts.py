@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_playbook
+from services import VERSIONS
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 ARTIFACTS = PROJECT / ".artifacts"
-VERSIONS = dict(
-    line.split("=", 1)
-    for line in (PROJECT / "scripts/testbed/versions.env").read_text().splitlines()
-    if "=" in line and not line.startswith("#")
-)
 SERVER = VERSIONS["LIVEKIT_SERVER_VERSION"]
 SIP = VERSIONS["LIVEKIT_SIP_VERSION"]
 SERVER_TGZ = f"livekit_{SERVER}_linux_amd64.tar.gz"
