@@ -37,7 +37,7 @@ test: venv testbed lint
 	@scripts/run-tests.sh $(SCENARIOS)
 
 pytest: venv
-	@$(BIN)/pytest
+	@scripts/testbed/netns.sh $(BIN)/pytest
 
 molecule: venv
 	@for s in $(SCENARIOS); do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s $$s; done

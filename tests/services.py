@@ -44,6 +44,13 @@ def read_versions() -> dict[str, str]:
 
 VERSIONS = read_versions()
 
+# WebRTC media between livekit-sip and livekit-server needs a non-loopback
+# address (pion gathers no loopback candidates). scripts/testbed/netns.sh runs
+# the tests in a private network namespace with one; outside it, media stays on
+# loopback and only tests that need no media bridge can pass.
+MEDIA_IP = os.environ.get("TRUNKLINE_TEST_MEDIA_IP", "127.0.0.1")
+MEDIA_IF = os.environ.get("TRUNKLINE_TEST_MEDIA_IF", "lo")
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
@@ -167,7 +174,7 @@ def start_livekit_server(workdir: Path, redis: Service) -> Service:
     api_key, api_secret = "trunkline-test", secrets.token_urlsafe(36)
     config = {
         "port": port,
-        "bind_addresses": ["127.0.0.1"],
+        "bind_addresses": sorted({"127.0.0.1", MEDIA_IP}),
         "keys": {api_key: api_secret},
         "redis": {"address": redis.info["address"], "password": redis.info["password"]},
         "rtc": {
@@ -175,10 +182,10 @@ def start_livekit_server(workdir: Path, redis: Service) -> Service:
             "port_range_start": udp_start,
             "port_range_end": udp_start + 100,
             "use_external_ip": False,
-            "node_ip": "127.0.0.1",
+            "node_ip": MEDIA_IP,
             # Clients get this instead of Google's public STUN (the default).
             "stun_servers": ["127.0.0.1:3478"],
-            "interfaces": {"includes": ["lo"]},
+            "interfaces": {"includes": [MEDIA_IF]},
         },
         "logging": {"level": "info", "json": False},
     }

@@ -57,3 +57,11 @@ def options(
     if errors.exists():
         proc.stdout += "\n" + errors.read_text(errors="replace")
     return proc
+
+
+def reject_scenario(workdir: Path, status: int, reason: str) -> Path:
+    """uas_reject.xml answering every INVITE with ``status reason``."""
+    text = (SCENARIOS / "uas_reject.xml").read_text()
+    path = workdir / f"uas_reject_{status}.xml"
+    path.write_text(text.replace("@STATUS@", str(status)).replace("@REASON@", reason))
+    return path

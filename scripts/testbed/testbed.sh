@@ -27,6 +27,7 @@ HOST_PACKAGES=(
   sip-tester redis-server          # real SIP peer (sipp) and Redis for the smoke tests
   pkg-config libopus-dev libopusfile-dev libsoxr-dev   # livekit-sip is cgo
   libopus0 libopusfile0 libsoxr0   # ... and links against these at run time
+  iproute2 util-linux              # the tests' private network namespace (scripts/testbed/netns.sh)
   curl ca-certificates
 )
 

@@ -17,7 +17,9 @@ from importlib import metadata
 from trunkline import __version__
 from trunkline.config import environment, load_yaml
 from trunkline.errors import ConfigError, TrunklineError
-from trunkline.telephony.model import parse
+from trunkline.numbers import normalize_e164
+from trunkline.telephony.model import Parsed, parse
+from trunkline.telephony.state import DEFAULT_OWNER
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,6 +84,173 @@ def _cmd_telephony_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _problems_json(problems) -> list[dict]:
+    return [{"file": p.file, "path": p.path, "message": p.message} for p in problems]
+
+
+def _load_telephony(args: argparse.Namespace) -> Parsed:
+    """Parse and validate the file; warnings go to stderr. ConfigError propagates."""
+    parsed = parse(load_yaml(args.file), args.file, environment())
+    if not args.json:
+        for warning in parsed.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return parsed
+
+
+def _connection(args: argparse.Namespace):
+    from trunkline.telephony.livekit import Connection
+
+    env = environment()
+    values = {}
+    for attr, var in (("url", "LIVEKIT_URL"), ("api_key", "LIVEKIT_API_KEY"),
+                      ("api_secret", "LIVEKIT_API_SECRET")):  # fmt: skip
+        values[attr] = getattr(args, attr) or env.get(var, "")
+        if not values[attr]:
+            option = "--" + attr.replace("_", "-")
+            raise UsageError(f"no LiveKit {attr.replace('_', ' ')}: pass {option} or set {var}")
+    return Connection(timeout=args.timeout, **values)
+
+
+class UsageError(TrunklineError):
+    """Missing or contradictory options (exit 2, nothing was changed)."""
+
+
+def _invalid_file(args: argparse.Namespace, exc: ConfigError, invalid_code: int) -> int:
+    if args.json:
+        print(json.dumps({"valid": False, "errors": _problems_json(exc.problems)}, indent=2))
+    else:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print("Nothing was changed.", file=sys.stderr)
+    return invalid_code
+
+
+def _cmd_telephony_plan(args: argparse.Namespace, do_apply: bool = False) -> int:
+    from trunkline.telephony import ops
+    from trunkline.telephony.apply import Options
+
+    invalid_code = EXIT_FAILED if getattr(args, "detailed_exitcode", False) else EXIT_USAGE
+    try:
+        parsed = _load_telephony(args)
+        conn = _connection(args)
+    except ConfigError as exc:
+        return _invalid_file(args, exc, invalid_code)
+    except UsageError as exc:
+        print(f"trunkline: {exc}", file=sys.stderr)
+        return invalid_code
+    opts = Options(owner=args.owner, prune=args.prune, adopt=args.adopt)
+    result = (ops.apply if do_apply else ops.plan)(parsed.telephony, conn, opts)
+    if args.json:
+        data = ops.result_dict(result)
+        data["warnings"] = _problems_json(parsed.warnings)
+        print(json.dumps(data, indent=2))
+    else:
+        print(ops.plan_text(result.plan))
+        if result.plan.conflicts:
+            print("Nothing was changed: resolve the conflicts above.", file=sys.stderr)
+        elif result.outcome is not None and not result.plan.empty:
+            print(ops.outcome_text(result.outcome))
+    if not result.ok:
+        return EXIT_FAILED
+    if not do_apply and args.detailed_exitcode and not result.plan.empty:
+        return EXIT_USAGE  # 2 = changes pending (terraform's convention)
+    return EXIT_OK
+
+
+def _cmd_telephony_apply(args: argparse.Namespace) -> int:
+    return _cmd_telephony_plan(args, do_apply=True)
+
+
+def _cmd_telephony_export(args: argparse.Namespace) -> int:
+    from trunkline.telephony import ops
+
+    try:
+        conn = _connection(args)
+    except UsageError as exc:
+        print(f"trunkline: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    text, _calls = ops.export(conn, args.owner, args.owned)
+    if args.output and args.output != "-":
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from trunkline.calls import CallFailed, place_call
+
+    try:
+        number = normalize_e164(args.number)
+        conn = _connection(args)
+    except ValueError as exc:
+        print(f"trunkline: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"trunkline: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        call = place_call(
+            conn, number, args.trunk, args.room or "", args.agent or "", args.wait,
+            args.ring_timeout, args.owner,
+        )  # fmt: skip
+    except CallFailed as exc:
+        if args.json:
+            print(json.dumps({"status": "failed", "sip_status": exc.sip_status,
+                              "reason": exc.reason, "error": str(exc)}, indent=2))  # fmt: skip
+        else:
+            print(f"trunkline: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    data = {
+        "status": "answered" if call.answered else "dialing",
+        "number": call.number,
+        "trunk": call.trunk,
+        "trunk_id": call.trunk_id,
+        "room": call.room,
+        "agent": call.agent or None,
+        "participant_identity": call.participant_identity,
+        "participant_id": call.participant_id,
+        "sip_call_id": call.sip_call_id,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        state = "answered" if call.answered else "dialing (not waiting for an answer)"
+        agent = f", agent {call.agent!r} dispatched" if call.agent else ""
+        print(f"{call.number} {state}: room {call.room!r}{agent}, SIP call {call.sip_call_id}")
+    return EXIT_OK
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "LiveKit connection",
+        "Each option falls back to its environment variable. Prefer the variable for the "
+        "secret: command lines are visible to other users in `ps`.",
+    )
+    g.add_argument("--url", help="LiveKit server URL, e.g. https://livekit.example.com "
+                   "(env LIVEKIT_URL)")  # fmt: skip
+    g.add_argument("--api-key", dest="api_key", help="API key (env LIVEKIT_API_KEY)")
+    g.add_argument("--api-secret", dest="api_secret", help="API secret (env LIVEKIT_API_SECRET)")
+    g.add_argument("--timeout", type=float, default=15.0,
+                   help="seconds per API request (default 15)")  # fmt: skip
+    p.add_argument("--owner", default=DEFAULT_OWNER,
+                   help="ownership marker: Trunkline manages only objects carrying it "
+                   f"(default {DEFAULT_OWNER!r}; one per deployment sharing a LiveKit)",
+                   )  # fmt: skip
+
+
+def _reconcile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="the telephony.yml describing the desired state")
+    p.add_argument("--prune", action="store_true",
+                   help="delete owned objects the file no longer names")  # fmt: skip
+    p.add_argument("--adopt", action="store_true",
+                   help="take ownership of unowned objects whose names the file uses")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the plan and outcome as JSON")
+    _connection_options(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trunkline",
@@ -122,7 +291,79 @@ def build_parser() -> argparse.ArgumentParser:
     p_validate.add_argument("file", help="the telephony.yml to check")
     p_validate.add_argument("--json", action="store_true", help="print the result as JSON")
     p_validate.set_defaults(func=_cmd_telephony_validate)
+
+    p_plan = tel.add_parser(
+        "plan",
+        help="show what apply would change in LiveKit (reads only)",
+        description=(
+            "Validate FILE, read LiveKit's SIP trunks and dispatch rules, and print the "
+            "field-level changes that would make LiveKit match the file. Makes no writes. "
+            "Objects not owned by Trunkline are never changed; a name the file shares with one "
+            "is a conflict unless --adopt. Passwords are compared by keyed hash, never shown."
+        ),
+        epilog=(
+            "Exit codes: 0 success; 1 conflicts or an API error; 2 invalid file or options. "
+            "With --detailed-exitcode: 0 nothing to do, 2 changes pending, 1 any error."
+        ),
+    )
+    _reconcile_options(p_plan)
+    p_plan.add_argument("--detailed-exitcode", action="store_true",
+                        help="exit 2 when changes are pending, 1 on any error")  # fmt: skip
+    p_plan.set_defaults(func=_cmd_telephony_plan)
+
+    p_apply = tel.add_parser(
+        "apply",
+        help="make LiveKit match the file",
+        description=(
+            "Plan as `plan` does, then carry out exactly that plan: create, update in place "
+            "(IDs stay), adopt (--adopt) and delete (--prune only). A plan with conflicts "
+            "changes nothing. An API failure stops the run and lists what was applied and "
+            "what was not; running apply again converges. A second apply makes no writes."
+        ),
+        epilog="Exit codes: 0 applied (or nothing to do), 1 conflicts or API failure, "
+        "2 invalid file or options (nothing changed).",
+    )
+    _reconcile_options(p_apply)
+    p_apply.set_defaults(func=_cmd_telephony_apply)
+
+    p_export = tel.add_parser(
+        "export",
+        help="write a telephony.yml from what LiveKit holds",
+        description=(
+            "Read LiveKit's SIP trunks and dispatch rules and print them as a telephony.yml. "
+            "Passwords are never exported: each becomes a ${TRUNK_NAME_PASSWORD} reference. "
+            "Review the file, then `apply --adopt` it to take the objects over."
+        ),
+        epilog="Exit codes: 0 written, 1 API error, 2 usage error.",
+    )
+    p_export.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p_export.add_argument("--owned", action="store_true",
+                          help="only objects owned by --owner")  # fmt: skip
+    _connection_options(p_export)
+    p_export.set_defaults(func=_cmd_telephony_export)
     p_tel.set_defaults(func=lambda _args: (p_tel.print_help(), EXIT_USAGE)[1])
+
+    p_call = sub.add_parser(
+        "call",
+        help="place an outbound call through an outbound trunk",
+        description=(
+            "Have LiveKit SIP dial NUMBER through the outbound trunk named --trunk, into "
+            "--room (created, with --agent dispatched to it). With --wait, return when the "
+            "far end answers; a busy, unanswered or refused call prints the SIP status and "
+            "reason, and the room is deleted."
+        ),
+        epilog="Exit codes: 0 answered (or dialing, without --wait), 1 call failed, 2 usage error.",
+    )
+    p_call.add_argument("number", help="the number to call, E.164 (+ country code)")
+    p_call.add_argument("--trunk", required=True, help="outbound trunk name")
+    p_call.add_argument("--room", help="room to put the call in (default: call-<number>-<random>)")
+    p_call.add_argument("--agent", help="agent_name to dispatch into the room")
+    p_call.add_argument("--wait", action="store_true", help="wait until the call is answered")
+    p_call.add_argument("--ring-timeout", dest="ring_timeout", type=int, default=30,
+                        help="seconds to let it ring (default 30)")  # fmt: skip
+    p_call.add_argument("--json", action="store_true", help="print the call as JSON")
+    _connection_options(p_call)
+    p_call.set_defaults(func=_cmd_call)
     return parser
 
 
