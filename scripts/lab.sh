@@ -38,6 +38,8 @@ up() {
   done
   echo "==> lab: systemd is $state; applying playbooks/site.yml"
   ansible-playbook playbooks/site.yml
+  echo "==> lab: applying playbooks/telephony.yml (inventories/lab/telephony.yml)"
+  ansible-playbook playbooks/telephony.yml
   addr=$(docker inspect -f "{{ (index .NetworkSettings.Networks \"$net\").IPAddress }}" "$name")
   echo "==> lab: checking what runs, by protocol, from this machine"
   check "redis AUTH PING" test "$(REDISCLI_AUTH=$(head -1 .lab/secrets/redis_password) redis-cli --no-auth-warning -h "$addr" PING)" = PONG
@@ -49,6 +51,12 @@ up() {
     check "livekit-sip answers SIP OPTIONS over $t (sipp)" sipp "$addr:5060" -sf tests/sipp/options.xml \
       -t "${t:0:1}1" -i "$local_ip" -p "$((20000 + RANDOM % 5000))" -m 1 -timeout 10s -timeout_error -nostdin
   done
+  check "LiveKit's trunks and rules match telephony.yml (--check: changed=0)" sh -c \
+    "ansible-playbook playbooks/telephony.yml --check | grep -Eq 'changed=0 .*failed=0'"
+  check "the lab dispatch rule is in LiveKit, owned (trunkline telephony export --owned)" sh -c \
+    "LIVEKIT_URL=http://$addr:7880 LIVEKIT_API_KEY=API\$(head -1 .lab/secrets/livekit_api_key) \
+     LIVEKIT_API_SECRET=\$(head -1 .lab/secrets/livekit_api_secret) trunkline telephony export --owned \
+     | grep -q 'name: lab-agent'"
   [ "$failures" = 0 ] || { echo "lab: $failures check(s) failed (journalctl -u livekit-server -u livekit-sip in the lab host)" >&2; exit 1; }
   cat <<MSG
 
@@ -57,6 +65,8 @@ Trunkline lab is up in $((SECONDS - t0)) s.
   livekit     http://$addr:7880 and ws://$addr:7880; ICE tcp 7881, udp 50000-60000
               API key  API$(head -1 .lab/secrets/livekit_api_key)
               secret   .lab/secrets/livekit_api_secret (0600)
+  telephony   inbound trunk lab-in (+12127773456), dispatch rule lab-agent, outbound trunk lab-out;
+              plan/apply: trunkline telephony plan|apply (LIVEKIT_URL=http://$addr:7880 ...)
   livekit-sip sip:$addr:5060 (UDP and TCP), RTP udp 10000-20000, health http://$addr:8080/
   redis       $addr:6379, password in .lab/secrets/redis_password (0600)
   re-apply    ansible-playbook playbooks/site.yml      (inventories/lab is the default)
