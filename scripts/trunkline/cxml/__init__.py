@@ -1,0 +1,6 @@
+"""The CXML endpoint: the voice application Cloudonix calls when a number rings.
+
+Data flows one way: request parameters -> ``routing`` (pure: which route, which
+verbs) -> ``render`` (verbs -> XML bytes). ``health`` keeps a cached view of
+LiveKit SIP and the agents; ``app`` is the ASGI adapter; ``cli`` the commands.
+"""

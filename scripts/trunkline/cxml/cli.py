@@ -1,0 +1,159 @@
+"""``trunkline cxml serve|render``: argument parsing and output only.
+
+``register(subparsers)`` adds the ``cxml`` command to the main parser;
+``main`` runs it on its own (``python -m trunkline.cxml``). Exit codes as the
+main command: 0 success, 1 failed, 2 usage error or invalid routing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from trunkline.config import environment
+from trunkline.cxml import routing as rt
+from trunkline.cxml.health import HealthMonitor
+from trunkline.cxml.render import render
+from trunkline.errors import ConfigError, Problem
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DEFAULT_HOST = "127.0.0.1"  # behind the TLS front end on the same host
+DEFAULT_PORT = 8090
+
+
+def _print_problems(problems: list[Problem], label: str = "error") -> None:
+    for problem in problems:
+        print(f"{label}: {problem}", file=sys.stderr)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # only this command needs the server
+
+    from trunkline.cxml.app import SERVER_LOG_CONFIG, CxmlApp, configure_logging, log_line
+
+    configure_logging()
+    try:
+        app = CxmlApp(args.config)
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return EXIT_USAGE
+    _print_problems(list(app.routing.warnings), "warning")
+    log_line(
+        {"event": "start", "listen": f"{args.host}:{args.port}", "routes": len(app.routing.routes)}
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        http="httptools",
+        loop="uvloop",
+        lifespan="on",
+        access_log=False,  # the app logs one JSON line per request itself
+        proxy_headers=False,  # the app decides whom to believe (trusted_proxies)
+        server_header=False,
+        log_config=SERVER_LOG_CONFIG,
+    )
+    return EXIT_OK
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    try:
+        routing = rt.load(args.config, environment())
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return EXIT_USAGE
+    params = {"To": args.to, "CallSid": "render"}
+    params.update({k: v for k, v in (("From", args.from_), ("CallerName", args.caller_name)) if v})
+    if args.dial_status is not None:
+        decision = rt.dial_status(routing, {**params, "DialCallStatus": args.dial_status})
+    else:
+        unhealthy = _probe(routing) if args.check_health else frozenset()
+        decision = rt.decide(routing, params, unhealthy)
+    document = render(decision.verbs).decode()
+    if args.json:
+        out: dict[str, Any] = {
+            "route": decision.route or None,
+            "decision": decision.outcome,
+            "reason": decision.reason,
+            "cxml": document,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(document)
+    return EXIT_OK
+
+
+def _probe(routing: rt.Routing) -> frozenset[str]:
+    monitor = HealthMonitor(lambda: routing.health)
+    asyncio.run(monitor.check_once())
+    for key, probe in sorted(monitor.probes.items()):
+        print(
+            f"health: {key}: {'up' if probe.healthy else 'down'} ({probe.detail})", file=sys.stderr
+        )
+    return monitor.unhealthy
+
+
+def register(subparsers: Any) -> None:
+    """Add ``cxml serve`` and ``cxml render`` to the main parser's subparsers."""
+    p_cxml = subparsers.add_parser(
+        "cxml",
+        help="the CXML endpoint Cloudonix calls when a number rings",
+        description=(
+            "Serve the voice application Cloudonix calls (the CXML that hands calls to "
+            "LiveKit), or print the CXML a call would get. Routing: a cxml.yml "
+            "(see templates/cxml.yml)."
+        ),
+    )
+    sub = p_cxml.add_subparsers(dest="cxml_command", metavar="ACTION")
+    p_serve = sub.add_parser(
+        "serve",
+        help="serve the endpoint (HTTP; put the TLS front end before it)",
+        description=(
+            "Serve GET/POST / (voice requests), the Dial action path (callbacks) and "
+            "/health. SIGHUP reloads the routing file; a bad file is logged and the "
+            "previous one keeps serving. One JSON log line per request on stdout."
+        ),
+        epilog="Exit codes: 0 stopped cleanly, 2 invalid routing file.",
+    )
+    p_serve.add_argument("--config", required=True, help="the routing file (cxml.yml)")
+    p_serve.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
+    p_serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p_serve.set_defaults(func=_cmd_serve)
+
+    p_render = sub.add_parser(
+        "render",
+        help="print the CXML a call to a number would get",
+        description=(
+            "Load the routing file and print the CXML a voice request (or, with "
+            "--dial-status, a Dial callback) would get. Health is taken as good "
+            "unless --check-health probes it now."
+        ),
+        epilog="Exit codes: 0 printed, 2 invalid routing file.",
+    )
+    p_render.add_argument("--config", required=True, help="the routing file (cxml.yml)")
+    p_render.add_argument("--to", required=True, help="the called number (E.164)")
+    p_render.add_argument("--from", dest="from_", default="", help="the caller's number")
+    p_render.add_argument("--caller-name", default="", help="the caller's name")
+    p_render.add_argument(
+        "--dial-status", default=None, help="answer a Dial callback with this DialCallStatus"
+    )
+    p_render.add_argument("--check-health", action="store_true", help="probe the health URLs first")
+    p_render.add_argument("--json", action="store_true", help="print route, decision and CXML")
+    p_render.set_defaults(func=_cmd_render)
+    p_cxml.set_defaults(func=lambda _args: (p_cxml.print_help(), EXIT_USAGE)[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trunkline.cxml ACTION ...``: the same commands without the main CLI."""
+    parser = argparse.ArgumentParser(prog="trunkline")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    try:
+        args = parser.parse_args(["cxml", *(sys.argv[1:] if argv is None else argv)])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return args.func(args)

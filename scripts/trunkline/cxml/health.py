@@ -1,0 +1,102 @@
+"""Cached health of LiveKit SIP and the agents, polled in the background.
+
+The request path must not wait on a health check: a call that rings costs a
+set lookup in ``HealthMonitor.unhealthy``, which a background task refreshes
+every ``health.interval``. A component counts as down from its first failed
+probe (a caller sent to the fallback is better off than one sent into a dead
+room) and as up again from its first good one. Components never probed yet
+count as up, so a monitor that has not run cannot turn every call away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from trunkline.cxml.routing import HealthTargets
+
+# Health URLs are on the operator's own network: never through a proxy.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class Probe:
+    healthy: bool
+    detail: str  # "HTTP 200", "connection refused", ...
+    checked_at: float  # time.time()
+
+
+def probe(url: str, timeout: float) -> Probe:
+    """One blocking GET: any 2xx is healthy, anything else (or no answer) is not."""
+    try:
+        with _OPENER.open(url, timeout=timeout) as resp:
+            return Probe(200 <= resp.status < 300, f"HTTP {resp.status}", time.time())
+    except urllib.error.HTTPError as exc:
+        return Probe(False, f"HTTP {exc.code}", time.time())
+    except urllib.error.URLError as exc:
+        return Probe(False, str(getattr(exc.reason, "strerror", None) or exc.reason), time.time())
+    except (OSError, ValueError) as exc:
+        return Probe(False, type(exc).__name__, time.time())
+
+
+class HealthMonitor:
+    """Probes every health URL each interval; readers see ``unhealthy`` only.
+
+    ``targets`` is called every round, so a routing reload (new URLs, new
+    interval) takes effect on the next round without restarting anything.
+    """
+
+    def __init__(self, targets: Callable[[], HealthTargets]):
+        self._targets = targets
+        self.unhealthy: frozenset[str] = frozenset()
+        self.probes: dict[str, Probe] = {}
+        self._task: asyncio.Task | None = None
+
+    async def check_once(self) -> None:
+        """Probe all URLs concurrently (in threads) and publish the result at once."""
+        targets = self._targets()
+        urls = targets.urls()
+        results = await asyncio.gather(
+            *(asyncio.to_thread(probe, url, targets.timeout) for url in urls.values())
+        )
+        self.probes = dict(zip(urls, results, strict=True))
+        self.unhealthy = frozenset(k for k, p in self.probes.items() if not p.healthy)
+
+    async def _run(self) -> None:
+        while True:  # start() has just probed: wait first
+            await asyncio.sleep(self._targets().interval)
+            with contextlib.suppress(Exception):  # a bad round must not end the monitor
+                await self.check_once()
+
+    async def start(self) -> None:
+        """Probe once (so the first call already sees real health), then keep polling."""
+        if not self._targets().urls():
+            self.probes, self.unhealthy = {}, frozenset()
+            return
+        await self.check_once()
+        self._task = asyncio.create_task(self._run())
+
+    async def restart(self) -> None:
+        """After a reload: poll the new set of URLs (the old verdicts serve meanwhile)."""
+        await self.stop()
+        await self.start()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def report(self) -> dict[str, dict[str, object]]:
+        """Per component: healthy, detail, age of the probe in seconds (for /health)."""
+        now = time.time()
+        return {
+            key: {"healthy": p.healthy, "detail": p.detail, "age_s": round(now - p.checked_at, 2)}
+            for key, p in sorted(self.probes.items())
+        }

@@ -1,0 +1,764 @@
+"""The routing table (cxml.yml) and the routing decision.
+
+Pure: no HTTP, no sockets, no clock. ``load``/``parse`` validate a routing
+file into typed objects, collecting every problem (file, object, field) before
+raising, like telephony.yml. ``decide`` and ``dial_status`` turn a request's
+parameters and the set of unhealthy components into a ``Decision``: the verbs
+to answer with, which ``render`` turns into CXML.
+
+Numbers are written once: a route may take the numbers of an inbound trunk of
+telephony.yml (``trunk: cloudonix-in``) and, for ``sip`` routes, that trunk's
+digest credentials, so the CXML sends exactly what LiveKit's trunk accepts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from trunkline.config import REF_ONLY, interpolate, load_yaml
+from trunkline.errors import ConfigError, Problem
+from trunkline.numbers import normalize_e164
+from trunkline.telephony import model as telephony_model
+
+ROUTE_TYPES = ("service", "sip")
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+REJECT_REASONS = ("rejected", "busy")
+ANSWER_KINDS = ("say", "play", "dial", "reject")
+# Request parameters a <Header> may carry to LiveKit (Cloudonix sends these).
+CONTEXT_PARAMS = (
+    "CallSid",
+    "From",
+    "To",
+    "CallerName",
+    "Direction",
+    "Session",
+    "Diverted",
+    "AssertedIdentity",
+)
+DONE_STATUSES = frozenset({"completed", "answered"})
+FAILED_STATUSES = frozenset({"busy", "no-answer", "failed", "canceled"})
+SIP_HEALTH = "livekit_sip"
+DEFAULT_FALLBACK_TEXT = "We cannot take your call right now. Please try again later."
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_HINT = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+HEADER_NAME = re.compile(r"^[Xx]-[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$")
+SECONDS = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+# Characters XML 1.0 cannot carry at all, plus every control character: a
+# caller-controlled value keeps none of them (SIP headers forbid CR/LF too).
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+CONTEXT_MAX = 128
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# --- verbs: what a decision answers; render.py maps each to one element ------
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+    voice: str = ""
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class Play:
+    url: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    pass
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str = "rejected"
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    provider: str
+    number: str
+
+
+@dataclass(frozen=True)
+class SipTarget:
+    uri: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class NumberTarget:
+    number: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    target: ServiceTarget | SipTarget | NumberTarget
+    caller_id: str = ""
+    timeout: int = 0
+    action: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Verb = Say | Play | Hangup | Reject | Dial
+
+
+# --- the routing table -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What to answer instead of a route: the default, or a route's fallback."""
+
+    kind: str  # one of ANSWER_KINDS
+    value: str  # the text, URL, number or reject reason
+    voice: str = ""
+    language: str = ""
+    timeout: int = 30
+
+
+DEFAULT_ANSWER = Answer("reject", "rejected")
+DEFAULT_FALLBACK = Answer("say", DEFAULT_FALLBACK_TEXT)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    type: str
+    numbers: tuple[str, ...]
+    fallback: Answer
+    provider: str = ""
+    host: str = ""
+    port: int = 0
+    transport: str = "udp"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    caller_id: str = "passthrough"  # passthrough | none | an E.164 number
+    headers: tuple[tuple[str, str], ...] = ()  # (header name, request parameter)
+    timeout: int = 30
+    agent: str = ""
+    trunk: str = ""
+
+
+@dataclass(frozen=True)
+class HealthTargets:
+    livekit_sip: str = ""
+    agents: tuple[tuple[str, str], ...] = ()
+    interval: float = 2.0
+    timeout: float = 1.0
+
+    def urls(self) -> dict[str, str]:
+        """Component key -> URL: ``livekit_sip`` and ``agent:NAME``."""
+        out = {f"agent:{name}": url for name, url in self.agents}
+        if self.livekit_sip:
+            out[SIP_HEALTH] = self.livekit_sip
+        return out
+
+
+@dataclass(frozen=True)
+class Routing:
+    file: str
+    token: str = field(repr=False)
+    default: Answer
+    routes: tuple[Route, ...] = ()
+    allow_sources: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
+    action_url: str = "/dial-status"
+    health: HealthTargets = field(default_factory=HealthTargets)
+    warnings: tuple[Problem, ...] = ()
+    by_number: Mapping[str, Route] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def action_path(self) -> str:
+        """The path the app serves Dial callbacks on (the action URL's path)."""
+        return urlsplit(self.action_url).path
+
+    def route_for(self, to: str) -> tuple[str, Route | None]:
+        """The called number in E.164 (or "") and its route; exact matches skip parsing."""
+        route = self.by_number.get(to)
+        if route is not None:
+            return to, route
+        number = e164_or_empty(to)
+        return number, self.by_number.get(number)
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str  # dial | fallback | default | hangup
+    reason: str  # why, for the log: routed, unknown-number, livekit-sip-unhealthy, ...
+    route: str
+    verbs: tuple[Verb, ...]
+
+
+# --- the decision --------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def e164_or_empty(value: str) -> str:
+    """``value`` as E.164, or "" when it is not a number. Digits without ``+``
+    are read as international (Cloudonix DNIDs sometimes drop the ``+``).
+    Cached: the same few numbers arrive over and over."""
+    text = value.strip()
+    if text.isdigit():
+        text = "+" + text
+    try:
+        return normalize_e164(text)
+    except ValueError:
+        return ""
+
+
+def context_value(value: str) -> str:
+    """A caller-controlled value made safe to carry in XML and a SIP header."""
+    return _UNSAFE_CHARS.sub("", value).strip()[:CONTEXT_MAX]
+
+
+def decide(routing: Routing, params: Mapping[str, str], unhealthy: frozenset[str]) -> Decision:
+    """The answer to a voice request: dial the route, or its fallback when the
+    route's LiveKit SIP or agent is down, or the default for unknown numbers."""
+    number, route = routing.route_for(params.get("To", ""))
+    if route is None:
+        return Decision("default", "unknown-number", "", answer_verbs(routing.default, params))
+    if SIP_HEALTH in unhealthy:
+        reason = "livekit-sip-unhealthy"
+    elif route.agent and f"agent:{route.agent}" in unhealthy:
+        reason = "agent-unhealthy"
+    else:
+        dial = dial_route(route, number, params, routing.action_url)
+        return Decision("dial", "routed", route.name, (dial,))
+    return Decision("fallback", reason, route.name, answer_verbs(route.fallback, params, route))
+
+
+def dial_status(routing: Routing, params: Mapping[str, str]) -> Decision:
+    """The answer to a Dial action callback: hang up after a completed call,
+    otherwise the route's fallback (busy, no answer, failed, anything else)."""
+    _number, route = routing.route_for(params.get("To", ""))
+    if route is None:
+        return Decision("default", "unknown-number", "", answer_verbs(routing.default, params))
+    status = params.get("DialCallStatus", "").strip().lower()
+    if status in DONE_STATUSES:
+        return Decision("hangup", f"dial-{status}", route.name, (Hangup(),))
+    label = status if status in FAILED_STATUSES else ("missing" if not status else "other")
+    verbs = answer_verbs(route.fallback, params, route)
+    return Decision("fallback", f"dial-{label}", route.name, verbs)
+
+
+def dial_route(route: Route, number: str, params: Mapping[str, str], action: str) -> Dial:
+    """The <Dial> that hands the call to LiveKit, carrying the call context."""
+    target: ServiceTarget | SipTarget
+    if route.type == "service":
+        target = ServiceTarget(route.provider, number)
+    else:
+        port = f":{route.port}" if route.port else ""
+        uri = f"sip:{number}@{route.host}{port};transport={route.transport}"
+        target = SipTarget(uri, route.username, route.password)
+    headers = []
+    for name, param in route.headers:
+        value = context_value(params.get(param, ""))
+        if value:
+            headers.append((name, value))
+    return Dial(
+        target=target,
+        caller_id=caller_id(route.caller_id, params),
+        timeout=route.timeout,
+        action=action,
+        headers=tuple(headers),
+    )
+
+
+def caller_id(policy: str, params: Mapping[str, str]) -> str:
+    """The callerId for a Dial: the caller's own number when it is E.164
+    (passthrough), a fixed number, or none (Cloudonix's default)."""
+    if policy == "passthrough":
+        return e164_or_empty(params.get("From", ""))
+    return "" if policy == "none" else policy
+
+
+def answer_verbs(
+    answer: Answer, params: Mapping[str, str], route: Route | None = None
+) -> tuple[Verb, ...]:
+    """The verbs of a default or fallback answer; every one ends the call."""
+    if answer.kind == "reject":
+        return (Reject(answer.value),)
+    if answer.kind == "play":
+        return (Play(answer.value), Hangup())
+    if answer.kind == "dial":
+        policy = route.caller_id if route else "passthrough"
+        dial = Dial(NumberTarget(answer.value), caller_id(policy, params), answer.timeout)
+        return (dial, Hangup())
+    return (Say(answer.value, answer.voice, answer.language), Hangup())
+
+
+# --- loading and validation ------------------------------------------------------
+
+
+class _Fields:
+    """Reads one object's fields, recording problems (file, object, field)
+    instead of raising, so a single run reports everything to fix."""
+
+    def __init__(self, file: str, path: str, data: Any, problems: list[Problem]):
+        self.file, self.path, self.problems = file, path, problems
+        if data is not None and not isinstance(data, dict):
+            self.fail("", f"must be a mapping, not {type(data).__name__}")
+        self.data: dict = data if isinstance(data, dict) else {}
+        self.seen: set[str] = set()
+
+    def fail(self, key: str, message: str) -> None:
+        """Record a problem; one per field (an unset ${VAR} is not also "required")."""
+        where = ".".join(p for p in (self.path, key) if p)
+        if not any(p.path == where and p.file == self.file for p in self.problems):
+            self.problems.append(Problem(self.file, where, message))
+
+    def get(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def str(
+        self, key: str, required: bool = False, pattern: re.Pattern | None = None, what: str = ""
+    ) -> str:
+        value = self.get(key)
+        if value is None or value == "":
+            if required:
+                self.fail(key, "is required")
+            return ""
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            self.fail(key, f"must be a string, not {type(value).__name__}")
+            return ""
+        text = str(value)
+        if pattern is not None and not pattern.match(text):
+            self.fail(key, f"{text!r} is not {what or 'valid here'}")
+            return ""
+        return text
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.str(key) or default
+        if value not in choices:
+            self.fail(key, f"must be one of {', '.join(choices)} (not {value!r})")
+            return default
+        return value
+
+    def seconds(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.get(key)
+        if value is None:
+            return default
+        match = SECONDS.match(str(value)) if isinstance(value, str | int | float) else None
+        if not match or isinstance(value, bool):
+            self.fail(key, f"must be a duration like 30, 30s, 500ms or 1m (not {value!r})")
+            return default
+        scale = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0}[match.group(2)]
+        result = float(match.group(1)) * scale
+        if not low <= result <= high:
+            self.fail(key, f"must be between {low:g} s and {high:g} s (not {result:g} s)")
+            return default
+        return result
+
+    def list(self, key: str) -> list:
+        value = self.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list, not {type(value).__name__}")
+            return []
+        return value
+
+    def mapping(self, key: str) -> dict:
+        value = self.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a mapping, not {type(value).__name__}")
+            return {}
+        return value
+
+    def secret(self, key: str, raw: Mapping, required: bool = False) -> str:
+        """A secret: only a ${ENV_VAR} reference may be written in the file."""
+        value = self.str(key, required=required)
+        written = raw.get(key) if isinstance(raw, Mapping) else None
+        if written not in (None, "") and not (isinstance(written, str) and REF_ONLY.match(written)):
+            self.fail(key, "must be a ${ENV_VAR} reference: secrets are never written in the file")
+            return ""
+        return value
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.seen:
+                self.fail(str(key), "is not a known field")
+
+
+def load(path: str | Path, env: Mapping[str, str]) -> Routing:
+    """Load and validate a routing file; raises ConfigError listing every problem."""
+    return parse(load_yaml(path), str(path), env, Path(path).resolve().parent)
+
+
+def parse(data: Any, file: str, env: Mapping[str, str], base: Path | None = None) -> Routing:
+    """Validate a loaded routing file. ``base`` resolves a relative ``telephony`` path."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError([Problem(file, "", f"must be a mapping, not {type(data).__name__}")])
+    problems: list[Problem] = []
+    raw = data or {}
+    resolved = interpolate(raw, env, file, "", problems)
+    for p in problems:  # interpolate() paths start with "."
+        object.__setattr__(p, "path", p.path.lstrip("."))
+    top = _Fields(file, "", resolved, problems)
+
+    token = _auth(top, raw)
+    allow = _networks(top, "allow_sources")
+    proxies = _networks(top, "trusted_proxies")
+    action_url = _action_url(top)
+    trunks = _telephony(top, base or Path.cwd(), env, problems)
+    health = _health(top)
+    default = _answer(top, "default", DEFAULT_ANSWER)
+    fallback = _answer(top, "fallback", DEFAULT_FALLBACK)
+    routes, warnings = _routes(top, raw, trunks, fallback, health)
+    top.done()
+
+    by_number = _claim_numbers(file, routes, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Routing(
+        file=file,
+        token=token,
+        default=default,
+        routes=tuple(routes),
+        allow_sources=allow,
+        trusted_proxies=proxies,
+        action_url=action_url,
+        health=health,
+        warnings=tuple(warnings),
+        by_number=by_number,
+    )
+
+
+def _auth(top: _Fields, raw: Mapping) -> str:
+    auth = _Fields(top.file, "auth", top.get("auth"), top.problems)
+    if "auth" not in top.data:
+        top.fail("auth", "is required: the bearer token Cloudonix sends (auth.token)")
+        return ""
+    token = auth.secret("token", raw.get("auth") or {}, required=True)
+    auth.done()
+    return token
+
+
+def _networks(top: _Fields, key: str) -> tuple[Network, ...]:
+    out = []
+    for i, value in enumerate(top.list(key)):
+        try:
+            out.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            top.fail(f"{key}[{i}]", f"{value!r} is not an IP address or CIDR")
+    return tuple(out)
+
+
+def _action_url(top: _Fields) -> str:
+    url = top.str("action_url") or "/dial-status"
+    parts = urlsplit(url)
+    absolute = parts.scheme in ("http", "https") and parts.netloc
+    if not (absolute or (url.startswith("/") and not parts.netloc)):
+        top.fail("action_url", f"{url!r} must be a path (/dial-status) or an http(s) URL")
+    elif parts.path in ("", "/", "/health"):
+        top.fail("action_url", f"path {parts.path or '/'!r} is taken by the voice or health URL")
+    return url
+
+
+def _telephony(
+    top: _Fields, base: Path, env: Mapping[str, str], problems: list[Problem]
+) -> dict[str, telephony_model.InboundTrunk] | None:
+    """The inbound trunks of the referenced telephony.yml, by name (None: no file)."""
+    ref = top.str("telephony")
+    if not ref:
+        return None
+    path = Path(ref) if Path(ref).is_absolute() else base / ref
+    try:
+        parsed = telephony_model.parse(load_yaml(path), str(path), env)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        top.fail("telephony", f"{ref!r} is not a valid telephony file (see above)")
+        return {}
+    return {t.name: t for t in parsed.telephony.inbound_trunks}
+
+
+def _url(fields: _Fields, key: str, value: Any) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        fields.fail(key, f"{value!r} is not an http(s) URL")
+        return ""
+    return value
+
+
+def _health(top: _Fields) -> HealthTargets:
+    h = _Fields(top.file, "health", top.get("health"), top.problems)
+    sip = h.get("livekit_sip")
+    agents = []
+    for name, url in h.mapping("agents").items():
+        if not NAME.match(str(name)):
+            h.fail(f"agents.{name}", "is not a valid agent name")
+        agents.append((str(name), _url(h, f"agents.{name}", url)))
+    targets = HealthTargets(
+        livekit_sip=_url(h, "livekit_sip", sip) if sip is not None else "",
+        agents=tuple(agents),
+        interval=h.seconds("interval", 2.0, 0.1, 60),
+        timeout=h.seconds("timeout", 1.0, 0.05, 10),
+    )
+    h.done()
+    return targets
+
+
+def _answer(parent: _Fields, key: str, default: Answer) -> Answer:
+    """A default or fallback: exactly one of say, play, dial, reject."""
+    if parent.get(key) is None:
+        return default
+    a = _Fields(parent.file, f"{parent.path}.{key}".lstrip("."), parent.get(key), parent.problems)
+    given = [k for k in ANSWER_KINDS if a.data.get(k) not in (None, "")]
+    for kind in ANSWER_KINDS:
+        a.get(kind)
+    if len(given) != 1:
+        a.fail("", f"give exactly one of {', '.join(ANSWER_KINDS)} (found {len(given)})")
+        a.seen.update(("voice", "language", "timeout"))
+        a.done()
+        return default
+    kind = given[0]
+    voice = a.str("voice", pattern=VOICE, what="a voice name")
+    language = a.str("language", pattern=VOICE, what="a language tag")
+    timeout = int(a.seconds("timeout", 30, 1, 600))
+    if (voice or language) and kind != "say":
+        a.fail("voice" if voice else "language", "applies to say only")
+    if "timeout" in a.data and kind != "dial":
+        a.fail("timeout", "applies to dial only")
+    value = _answer_value(a, kind)
+    a.done()
+    return Answer(kind, value, voice, language, timeout) if value else default
+
+
+def _answer_value(a: _Fields, kind: str) -> str:
+    value = a.str(kind)
+    if kind == "play":
+        return _url(a, "play", value)
+    if kind == "dial":
+        try:
+            return normalize_e164(value)
+        except ValueError as exc:
+            a.fail("dial", str(exc))
+            return ""
+    if kind == "reject" and value not in REJECT_REASONS:
+        a.fail("reject", f"must be one of {', '.join(REJECT_REASONS)} (not {value!r})")
+        return ""
+    if kind == "say" and len(value) > 1000:
+        a.fail("say", "is longer than 1000 characters")
+        return ""
+    return value
+
+
+def _routes(
+    top: _Fields,
+    raw: Mapping,
+    trunks: dict[str, telephony_model.InboundTrunk] | None,
+    fallback: Answer,
+    health: HealthTargets,
+) -> tuple[list[Route], list[Problem]]:
+    routes: list[Route] = []
+    warnings: list[Problem] = []
+    raw_routes = raw.get("routes") if isinstance(raw.get("routes"), list) else []
+    for i, value in enumerate(top.list("routes")):
+        label = value.get("name") if isinstance(value, dict) else None
+        path = f"routes[{label if isinstance(label, str) and label else i}]"
+        r = _Fields(top.file, path, value, top.problems)
+        raw_route = raw_routes[i] if i < len(raw_routes) and isinstance(raw_routes[i], dict) else {}
+        route = _route(r, raw_route, trunks, fallback, health, warnings)
+        if route is not None:
+            routes.append(route)
+    if not top.list("routes"):
+        top.fail("routes", "lists no route: every call would get the default answer")
+    names = [r.name for r in routes]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        top.fail(f"routes[{dup}].name", f"{dup!r} is used twice")
+    return routes, warnings
+
+
+def _route(
+    r: _Fields,
+    raw: Mapping,
+    trunks: dict[str, telephony_model.InboundTrunk] | None,
+    fallback: Answer,
+    health: HealthTargets,
+    warnings: list[Problem],
+) -> Route | None:
+    name = r.str("name", required=True, pattern=NAME, what=NAME_HINT)
+    kind = r.str("type")
+    if not kind:
+        r.fail("type", f"is required: one of {', '.join(ROUTE_TYPES)}")
+    elif kind not in ROUTE_TYPES:
+        r.fail("type", f"must be one of {', '.join(ROUTE_TYPES)} (not {kind!r})")
+    trunk = _trunk(r, trunks)
+    numbers = _route_numbers(r, trunk)
+    if kind == "service":
+        target = _service_fields(r, kind)
+    elif kind == "sip":
+        target = _sip_fields(r, raw, trunk)
+    else:  # the type's own fields cannot be judged without a type
+        r.seen.update(("provider", "host", "port", "transport", "username", "password"))
+        target = {}
+    headers = _headers(r, trunk, warnings)
+    agent = r.str("agent", pattern=NAME, what=NAME_HINT)
+    if agent and agent not in dict(health.agents):
+        r.fail("agent", f"{agent!r} has no health URL in health.agents")
+    route = Route(
+        name=name,
+        type=kind or "sip",
+        numbers=numbers,
+        fallback=_answer(r, "fallback", fallback),
+        caller_id=_caller_id_policy(r),
+        headers=headers,
+        timeout=int(r.seconds("timeout", 30, 1, 600)),
+        agent=agent,
+        trunk=trunk.name if trunk else "",
+        **target,
+    )
+    r.done()
+    return route if name else None
+
+
+def _trunk(
+    r: _Fields, trunks: dict[str, telephony_model.InboundTrunk] | None
+) -> telephony_model.InboundTrunk | None:
+    ref = r.str("trunk")
+    if not ref:
+        return None
+    if trunks is None:
+        r.fail("trunk", "needs the top-level `telephony:` file that defines the trunk")
+        return None
+    if ref not in trunks and trunks:
+        r.fail("trunk", f"{ref!r} is not an inbound trunk of the telephony file")
+    return trunks.get(ref)
+
+
+def _route_numbers(r: _Fields, trunk: telephony_model.InboundTrunk | None) -> tuple[str, ...]:
+    numbers: list[str] = list(trunk.numbers) if trunk else []
+    for i, value in enumerate(r.list("numbers")):
+        try:
+            number = normalize_e164(value if isinstance(value, str) else str(value))
+        except ValueError as exc:
+            r.fail(f"numbers[{i}]", str(exc))
+            continue
+        if number in numbers:
+            r.fail(f"numbers[{i}]", f"{number} is listed twice (or already the trunk's)")
+        numbers.append(number)
+    if not r.data.get("numbers") and "trunk" not in r.data:
+        r.fail("numbers", "lists no number: give numbers, or a trunk to take them from")
+    return tuple(numbers)
+
+
+def _service_fields(r: _Fields, kind: str) -> dict[str, Any]:
+    for key in ("host", "port", "transport", "username", "password"):
+        if key in r.data:
+            r.get(key)
+            r.fail(key, f"applies to sip routes only, not {kind}")
+    return {"provider": r.str("provider", required=True, pattern=NAME, what=NAME_HINT)}
+
+
+def _sip_fields(
+    r: _Fields, raw: Mapping, trunk: telephony_model.InboundTrunk | None
+) -> dict[str, Any]:
+    if "provider" in r.data:
+        r.get("provider")
+        r.fail("provider", "applies to service routes only, not sip")
+    host = _sip_host(r)
+    port = r.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
+        r.fail("port", f"must be a port number, not {port!r}")
+        port = 0
+    elif port is not None and not 0 < port < 65536:
+        r.fail("port", f"{port} is not between 1 and 65535")
+        port = 0
+    username = r.str("username")
+    password = r.secret("password", raw)
+    if bool(username) != (r.data.get("password") not in (None, "")):
+        r.fail("password" if username else "username", "username and password go together")
+    if not username and trunk is not None and trunk.auth is not None:
+        username, password = trunk.auth.username, trunk.auth.password
+    return {
+        "host": host,
+        "port": port or 0,
+        "transport": r.choice("transport", SIP_TRANSPORTS, "udp"),
+        "username": username,
+        "password": password,
+    }
+
+
+def _sip_host(r: _Fields) -> str:
+    host = r.str("host", required=True)
+    if not host:
+        return ""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if len(host) > 253 or not all(HOST_LABEL.match(x) for x in host.split(".")):
+            r.fail("host", f"{host!r} is not a host name or IP address (no sip:, no port)")
+            return ""
+        return host
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def _caller_id_policy(r: _Fields) -> str:
+    value = r.str("caller_id") or "passthrough"
+    if value in ("passthrough", "none"):
+        return value
+    try:
+        return normalize_e164(value)
+    except ValueError:
+        r.fail("caller_id", f"must be passthrough, none or an E.164 number (not {value!r})")
+        return "passthrough"
+
+
+def _headers(
+    r: _Fields, trunk: telephony_model.InboundTrunk | None, warnings: list[Problem]
+) -> tuple[tuple[str, str], ...]:
+    out = []
+    mapped = {k.lower() for k, _v in trunk.headers_to_attributes} if trunk else set()
+    for name, param in r.mapping("headers").items():
+        if not HEADER_NAME.match(str(name)):
+            r.fail(f"headers.{name}", "must be a SIP header name starting with X-")
+            continue
+        if param not in CONTEXT_PARAMS:
+            r.fail(f"headers.{name}", f"must be one of {', '.join(CONTEXT_PARAMS)}")
+            continue
+        if trunk is not None and str(name).lower() not in mapped:
+            warnings.append(
+                Problem(
+                    r.file,
+                    f"{r.path}.headers.{name}",
+                    f"inbound trunk {trunk.name!r} does not map this header in "
+                    "headers_to_attributes: LiveKit will not turn it into an attribute",
+                )
+            )
+        out.append((str(name), str(param)))
+    return tuple(out)
+
+
+def _claim_numbers(file: str, routes: list[Route], problems: list[Problem]) -> dict[str, Route]:
+    by_number: dict[str, Route] = {}
+    for route in routes:
+        for number in route.numbers:
+            other = by_number.get(number)
+            if other is not None and other.name != route.name:
+                problems.append(
+                    Problem(
+                        file,
+                        f"routes[{route.name}].numbers",
+                        f"{number} is already routed by routes[{other.name}]",
+                    )
+                )
+                continue
+            by_number[number] = route
+    return by_number

@@ -1,0 +1,384 @@
+"""cxml.yml and the routing decision, without HTTP: the example is valid, every
+bad file is refused naming its object and field, each route type renders the
+CXML Cloudonix expects, and caller-controlled values can't break the document."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trunkline.config import load_yaml
+from trunkline.cxml import routing as rt
+from trunkline.cxml.render import render
+from trunkline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = yaml.safe_load((ROOT / "tests/cxml/bad_routing.yml").read_text())
+ENV = {
+    "CXML_AUTH_TOKEN": "t0ken-from-env",
+    "CLOUDONIX_OUTBOUND_PASSWORD": "x",
+    "TOKEN": "t0ken",
+    "SIP_PASSWORD": "sip-secret",
+}
+CALLER = "+442079460000"
+
+
+def _parse(document: str | bytes) -> ET.Element:
+    """Parse a document this code rendered: proves it is well-formed XML."""
+    return ET.fromstring(document)  # noqa: S314 - our own output, under test
+
+
+def _tree(verbs) -> ET.Element:
+    return _parse(render(verbs))
+
+
+def _routing(tmp_path: Path, text: str) -> rt.Routing:
+    shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
+    path = tmp_path / "cxml.yml"
+    path.write_text(text)
+    return rt.load(path, ENV)
+
+
+@pytest.fixture(scope="module")
+def example() -> rt.Routing:
+    return rt.load(ROOT / "templates/cxml.yml", ENV)
+
+
+BASIC = """
+auth: {token: "${TOKEN}"}
+telephony: telephony.yml
+health:
+  livekit_sip: http://127.0.0.1:9/
+  agents: {support-agent: "http://127.0.0.1:9/", other-agent: "http://127.0.0.1:9/"}
+default: {reject: busy}
+routes:
+  - name: sip-direct
+    type: sip
+    numbers: ["+1 212 555 0101"]
+    host: 192.0.2.10
+    port: 5070
+    transport: tls
+    username: cloudonix
+    password: ${SIP_PASSWORD}
+    caller_id: "+12125550199"
+    timeout: 45
+    agent: support-agent
+    headers: {X-Call-Sid: CallSid, X-Caller-Name: CallerName}
+  - name: service
+    type: service
+    provider: livekit-lab
+    numbers: ["+12125550102"]
+    caller_id: none
+    fallback: {reject: rejected}
+  - name: ipv6
+    type: sip
+    numbers: ["+12125550103"]
+    host: "2001:db8::5"
+    agent: other-agent
+    fallback: {dial: "+12125550100", timeout: 15s}
+"""
+
+
+# --- the example and the file format ---------------------------------------------
+
+
+def test_example_template_is_valid_and_reuses_telephony_numbers(example):
+    support, sales = example.routes
+    telephony = load_yaml(ROOT / "templates/telephony.yml")
+    assert support.numbers == tuple(telephony["inbound_trunks"][0]["numbers"])
+    assert support.trunk == "cloudonix-in"
+    assert (support.type, support.host, support.port, support.transport) == (
+        "sip",
+        "sip.example.com",
+        5060,
+        "tcp",
+    )
+    assert sales.type == "service" and sales.provider == "livekit-prod"
+    assert example.token == "t0ken-from-env"
+    assert [str(n) for n in example.allow_sources] == ["198.51.100.0/24"]
+    assert example.health.urls() == {
+        "livekit_sip": "http://127.0.0.1:8080/",
+        "agent:support-agent": "http://127.0.0.1:8081/",
+    }
+    assert example.warnings == ()  # both headers are mapped by the trunk
+
+
+def test_at_least_twenty_bad_files():
+    assert len(BAD) >= 20
+    assert len({case["id"] for case in BAD}) == len(BAD)
+
+
+@pytest.mark.parametrize("case", BAD, ids=lambda c: c["id"])
+def test_bad_file_is_refused_naming_object_and_field(case, tmp_path):
+    shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
+    path = tmp_path / f"{case['id']}.yml"
+    path.write_text(case["file"])
+    with pytest.raises(ConfigError) as err:
+        rt.load(path, {"TOKEN": "t", "SIP_PASSWORD": "p", "CLOUDONIX_OUTBOUND_PASSWORD": "x"})
+    text = str(err.value)
+    where, what = case["expect"]
+    assert str(path) in text
+    assert where in text, text
+    assert what in text, text
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = """
+auth: {token: literal}
+routes:
+  - {name: a, type: sip, numbers: ["+1"], transport: sctp}
+"""
+    with pytest.raises(ConfigError) as err:
+        _routing(tmp_path, text)
+    paths = {p.path for p in err.value.problems}
+    assert {"auth.token", "routes[a].numbers[0]", "routes[a].transport", "routes[a].host"} <= paths
+
+
+def test_trunk_credentials_and_numbers_are_taken_from_telephony(tmp_path):
+    telephony = yaml.safe_load((ROOT / "templates/telephony.yml").read_text())
+    telephony["inbound_trunks"][0]["auth"] = {"username": "lk", "password": "${SIP_PASSWORD}"}
+    (tmp_path / "telephony.yml").write_text(yaml.safe_dump(telephony))
+    (tmp_path / "cxml.yml").write_text(
+        'auth: {token: "${TOKEN}"}\ntelephony: telephony.yml\n'
+        "routes: [{name: a, type: sip, host: lk.example, trunk: cloudonix-in, "
+        'numbers: ["+12125550150"]}]\n'
+    )
+    route = rt.load(tmp_path / "cxml.yml", ENV).routes[0]
+    assert route.numbers == ("+12127773456", "+12127773457", "+12125550150")
+    assert (route.username, route.password) == ("lk", "sip-secret")
+    assert "sip-secret" not in repr(route)
+
+
+def test_a_header_the_trunk_does_not_map_is_a_warning(tmp_path):
+    routing = _routing(
+        tmp_path,
+        'auth: {token: "${TOKEN}"}\ntelephony: telephony.yml\n'
+        "routes: [{name: a, type: service, provider: p, trunk: cloudonix-in, "
+        "headers: {X-Direction: Direction}}]\n",
+    )
+    [warning] = routing.warnings
+    assert warning.path == "routes[a].headers.X-Direction"
+    assert "headers_to_attributes" in warning.message
+
+
+# --- decisions and their CXML ---------------------------------------------------------
+
+
+def test_sip_route_renders_dial_sip_with_credentials_headers_and_action(tmp_path):
+    routing = _routing(tmp_path, BASIC)
+    params = {"To": "+12125550101", "From": CALLER, "CallSid": "CA1", "CallerName": "Ada"}
+    decision = rt.decide(routing, params, frozenset())
+    assert (decision.outcome, decision.reason, decision.route) == ("dial", "routed", "sip-direct")
+    dial = _tree(decision.verbs).find("Dial")
+    assert dial.attrib == {"action": "/dial-status", "timeout": "45", "callerId": "+12125550199"}
+    sip = dial.find("Sip")
+    assert sip.text == "sip:+12125550101@192.0.2.10:5070;transport=tls"
+    assert sip.attrib == {"username": "cloudonix", "password": "sip-secret"}
+    assert [(h.get("name"), h.get("value")) for h in dial.findall("Header")] == [
+        ("X-Call-Sid", "CA1"),
+        ("X-Caller-Name", "Ada"),
+    ]
+
+
+def test_service_route_renders_dial_service_without_caller_id(tmp_path):
+    routing = _routing(tmp_path, BASIC)
+    decision = rt.decide(routing, {"To": "+12125550102", "From": CALLER}, frozenset())
+    root = _tree(decision.verbs)
+    assert [e.tag for e in root] == ["Dial"]
+    service = root.find("Dial/Service")
+    assert (service.get("provider"), service.text) == ("livekit-lab", "+12125550102")
+    assert "callerId" not in root.find("Dial").attrib
+
+
+def test_ipv6_host_is_bracketed_and_transport_defaults_to_udp(tmp_path):
+    decision = rt.decide(_routing(tmp_path, BASIC), {"To": "+12125550103"}, frozenset())
+    assert _tree(decision.verbs).find("Dial/Sip").text == (
+        "sip:+12125550103@[2001:db8::5];transport=udp"
+    )
+
+
+def test_caller_id_passthrough_uses_the_callers_number_only_when_e164(tmp_path):
+    routing = _routing(tmp_path, BASIC)
+    for given, expected in (("+44 20 7946 0000", CALLER), ("anonymous", None), ("", None)):
+        decision = rt.decide(routing, {"To": "+12125550103", "From": given}, frozenset())
+        assert _tree(decision.verbs).find("Dial").get("callerId") == expected
+
+
+@pytest.mark.parametrize(
+    "to", ["+12125550101", "12125550101", " +1 (212) 555-0101 ", "+1-212-555-0101"]
+)
+def test_called_number_is_normalized(tmp_path, to):
+    decision = rt.decide(_routing(tmp_path, BASIC), {"To": to}, frozenset())
+    assert decision.route == "sip-direct"
+    assert _tree(decision.verbs).find("Dial/Sip").text.startswith("sip:+12125550101@")
+
+
+@pytest.mark.parametrize("to", ["+12125550999", "not-a-number", "+1", "", "sip:x@y"])
+def test_unknown_number_gets_the_default(tmp_path, to):
+    decision = rt.decide(_routing(tmp_path, BASIC), {"To": to}, frozenset())
+    assert (decision.outcome, decision.reason, decision.route) == ("default", "unknown-number", "")
+    root = _tree(decision.verbs)
+    assert [(e.tag, e.get("reason")) for e in root] == [("Reject", "busy")]
+
+
+def test_without_a_default_unknown_numbers_are_rejected(tmp_path):
+    routing = _routing(
+        tmp_path,
+        'auth: {token: "${TOKEN}"}\nroutes: [{name: a, type: service, provider: p, '
+        'numbers: ["+12125550101"]}]\n',
+    )
+    root = _tree(rt.decide(routing, {"To": "+12125550102"}, frozenset()).verbs)
+    assert [(e.tag, e.get("reason")) for e in root] == [("Reject", "rejected")]
+
+
+def test_operator_text_is_kept_whole(tmp_path):
+    """Only caller-controlled values are cut to CONTEXT_MAX; the operator's text is not."""
+    text = "Our office hours are nine to five. " * 20
+    routing = _routing(
+        tmp_path,
+        f'auth: {{token: "${{TOKEN}}"}}\ndefault: {{say: "{text}", voice: woman}}\n'
+        'routes: [{name: a, type: service, provider: p, numbers: ["+12125550101"]}]\n',
+    )
+    root = _tree(rt.decide(routing, {"To": "+12125550199"}, frozenset()).verbs)
+    assert (root.find("Say").text, root.find("Say").get("voice")) == (text, "woman")
+
+
+# --- health-awareness and the Dial callback -----------------------------------------------
+
+
+def test_livekit_sip_down_sends_every_route_to_its_fallback(tmp_path):
+    routing = _routing(tmp_path, BASIC)
+    decision = rt.decide(routing, {"To": "+12125550101"}, frozenset({"livekit_sip"}))
+    assert (decision.outcome, decision.reason) == ("fallback", "livekit-sip-unhealthy")
+    root = _tree(decision.verbs)  # the route names no fallback: the built-in one
+    assert [e.tag for e in root] == ["Say", "Hangup"]
+    assert root.find("Say").text == rt.DEFAULT_FALLBACK_TEXT
+
+
+def test_agent_down_affects_only_routes_of_that_agent(tmp_path):
+    routing = _routing(tmp_path, BASIC)
+    down = frozenset({"agent:other-agent"})
+    assert rt.decide(routing, {"To": "+12125550101"}, down).outcome == "dial"
+    assert rt.decide(routing, {"To": "+12125550102"}, down).outcome == "dial"
+    decision = rt.decide(routing, {"To": "+12125550103", "From": CALLER}, down)
+    assert (decision.outcome, decision.reason) == ("fallback", "agent-unhealthy")
+    root = _tree(decision.verbs)
+    assert [e.tag for e in root] == ["Dial", "Hangup"]
+    assert root.find("Dial").attrib == {"timeout": "15", "callerId": CALLER}
+    assert root.find("Dial/Number").text == "+12125550100"
+
+
+@pytest.mark.parametrize("status", ["completed", "answered", "COMPLETED"])
+def test_completed_dial_hangs_up(tmp_path, status):
+    params = {"To": "+12125550102", "DialCallStatus": status}
+    decision = rt.dial_status(_routing(tmp_path, BASIC), params)
+    assert decision.outcome == "hangup"
+    assert [e.tag for e in _tree(decision.verbs)] == ["Hangup"]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("busy", "dial-busy"),
+        ("no-answer", "dial-no-answer"),
+        ("failed", "dial-failed"),
+        ("canceled", "dial-canceled"),
+        ("<weird>", "dial-other"),
+        ("", "dial-missing"),
+    ],
+)
+def test_failed_dial_answers_the_route_fallback(tmp_path, status, reason):
+    params = {"To": "+12125550102", "DialCallStatus": status}
+    decision = rt.dial_status(_routing(tmp_path, BASIC), params)
+    assert (decision.outcome, decision.reason, decision.route) == ("fallback", reason, "service")
+    assert [(e.tag, e.get("reason")) for e in _tree(decision.verbs)] == [("Reject", "rejected")]
+
+
+def test_play_fallback_plays_then_hangs_up(example):
+    params = {"To": "+12127773458", "DialCallStatus": "busy"}
+    root = _tree(rt.dial_status(example, params).verbs)
+    assert [(e.tag, e.text) for e in root] == [
+        ("Play", "https://media.example.com/sales-closed.mp3"),
+        ("Hangup", None),
+    ]
+
+
+# --- hostile values -----------------------------------------------------------------------
+
+HOSTILE_NAMES = [
+    '"/><Hangup/><Dial><Number>+19005550000</Number></Dial><x a="',
+    "]]><!ENTITY x SYSTEM 'file:///etc/passwd'>&x;",
+    "Ada\r\nVia: SIP/2.0/UDP evil.example\r\n",
+    "\x00\x01\x02\x08\x0b\x0c\x1b\x7f\x85",
+    "lone surrogate \ud800 and \udfff",
+    "\ufffe\uffff non-characters",
+    "émile 李 🙂 \u202e right-to-left",
+    "x" * 10_000,
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=range(len(HOSTILE_NAMES)))
+def test_hostile_caller_values_stay_inside_their_attribute(tmp_path, name):
+    routing = _routing(tmp_path, BASIC)
+    params = {"To": "+12125550101", "From": name, "CallSid": name, "CallerName": name}
+    root = _tree(rt.decide(routing, params, frozenset()).verbs)
+    assert [e.tag for e in root] == ["Dial"]
+    kept = ["Header", "Header"] if rt.context_value(name) else []  # empty: no header at all
+    assert [e.tag for e in root.find("Dial")] == ["Sip", *kept]
+    for header in root.findall("Dial/Header"):
+        value = header.get("value")
+        assert value == rt.context_value(name)
+        assert len(value) <= rt.CONTEXT_MAX
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value)
+        assert not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trunkline.cxml", *args],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})},
+        timeout=60,
+    )
+
+
+def test_render_prints_the_cxml_a_call_gets():
+    out = _cli("render", "--config", str(ROOT / "templates/cxml.yml"), "--to", "+12127773456")
+    assert out.returncode == 0, out.stderr
+    dial = _parse(out.stdout).find("Dial")
+    assert dial.find("Sip").text == "sip:+12127773456@sip.example.com:5060;transport=tcp"
+
+
+def test_render_json_for_a_dial_callback():
+    out = _cli(
+        "render", "--config", str(ROOT / "templates/cxml.yml"), "--to", "+12127773456",
+        "--from", CALLER, "--dial-status", "no-answer", "--json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert (result["route"], result["decision"], result["reason"]) == (
+        "support",
+        "fallback",
+        "dial-no-answer",
+    )
+    assert _parse(result["cxml"]).find("Dial/Number").text == "+12125550100"
+
+
+def test_render_refuses_a_bad_file_with_exit_2(tmp_path):
+    bad = tmp_path / "cxml.yml"
+    bad.write_text("auth: {token: literal}\nroutes: []\n")
+    out = _cli("render", "--config", str(bad), "--to", "+12127773456")
+    assert out.returncode == 2
+    assert f"error: {bad}: auth.token: must be a ${{ENV_VAR}} reference" in out.stderr
+    assert out.stdout == ""
