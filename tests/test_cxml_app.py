@@ -163,7 +163,9 @@ class Endpoint:
                 self.proc.wait(5)
 
 
-def start_endpoint(workdir: Path, routing: str, name: str = "cxml") -> Endpoint:
+def start_endpoint(
+    workdir: Path, routing: str, name: str = "cxml", extra: tuple[str, ...] = ()
+) -> Endpoint:
     """`python -m trunkline.cxml serve` (what `trunkline cxml serve` runs) on a free port."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "templates/telephony.yml", workdir / "telephony.yml")
@@ -180,6 +182,7 @@ def start_endpoint(workdir: Path, routing: str, name: str = "cxml") -> Endpoint:
             str(config),
             "--port",
             str(port),
+            *extra,
         ],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -345,6 +348,24 @@ def test_other_paths_and_methods_are_refused(endpoint, method, path, status):
     reply = endpoint.request(method, path)
     assert reply.status == status
     assert b"<Response" not in reply.body
+
+
+def test_behind_a_prefix_voice_and_callback_paths_carry_it(tmp_path):
+    """--root-path /cxml: the front end forwards /cxml/* unchanged, so Cloudonix's
+    voice URL is .../cxml/ and its callbacks come back to the action_url under it;
+    /health stays where only the host itself asks for it."""
+    routing = ROUTING.replace("routes:", "action_url: /cxml/dial-status\nroutes:", 1)
+    ep = start_endpoint(tmp_path, routing, extra=("--root-path", "/cxml"))
+    try:
+        dial = ep.get(_call("+12127773458", "CA-prefix"), path="/cxml/").cxml().find("Dial")
+        assert dial.get("action") == "/cxml/dial-status"
+        callback = _call("+12127773458", "CA-prefix-cb", DialCallStatus="busy")
+        root = ep.get(callback, path="/cxml/dial-status").cxml()
+        assert root[0].tag == "Play"
+        assert ep.get(_call("+12127773458", "CA-no-prefix")).status == 404
+        assert services.http_get(f"http://127.0.0.1:{ep.port}/health")[0] == 200
+    finally:
+        ep.stop()
 
 
 # --- hostile input ----------------------------------------------------------------------------

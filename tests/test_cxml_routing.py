@@ -382,3 +382,74 @@ def test_render_refuses_a_bad_file_with_exit_2(tmp_path):
     assert out.returncode == 2
     assert f"error: {bad}: auth.token: must be a ${{ENV_VAR}} reference" in out.stderr
     assert out.stdout == ""
+
+
+def test_check_validates_as_serve_loads_and_names_every_problem(tmp_path):
+    shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
+    good, bad = tmp_path / "cxml.yml", tmp_path / "bad.yml"
+    shutil.copy(ROOT / "templates/cxml.yml", good)
+    bad.write_text("auth: {token: literal}\nroutes: [{name: x, type: sip, numbers: [nope]}]\n")
+    out = _cli("check", "--config", str(good))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"ok: {good}: 2 routes, 3 numbers\n"
+    out = _cli("check", "--config", str(bad))
+    assert out.returncode == 2
+    assert f"error: {bad}: auth.token: must be a ${{ENV_VAR}} reference" in out.stderr
+    assert f"error: {bad}: routes[x].numbers[0]:" in out.stderr
+    assert f"error: {bad}: routes[x].host: is required" in out.stderr
+
+
+def test_check_assume_set_stands_in_for_secrets_but_not_for_unknown_names(tmp_path):
+    """Ansible validates on the target where the secrets are not: the names the
+    environment file will hold are taken as set; any other reference still fails."""
+    shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
+    shutil.copy(ROOT / "templates/cxml.yml", tmp_path / "cxml.yml")
+    names = ["CXML_AUTH_TOKEN", "CLOUDONIX_OUTBOUND_PASSWORD"]
+    empty = {"PATH": "/usr/bin:/bin"}
+    config = str(tmp_path / "cxml.yml")
+    out = subprocess.run(
+        [sys.executable, "-m", "trunkline.cxml", "check", "--config", config,
+         "--assume-set", ",".join(names)],
+        capture_output=True, text=True, env=empty, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "trunkline.cxml", "check", "--config", config,
+         "--assume-set", names[0]],
+        capture_output=True, text=True, env=empty, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "environment variable CLOUDONIX_OUTBOUND_PASSWORD is not set" in out.stderr
+    out = _cli("check", "--config", config, "--assume-set", "not-a-name")
+    assert out.returncode == 2
+    assert "not environment variable names: not-a-name" in out.stderr
+
+
+def test_check_a_telephony_file_on_its_own(tmp_path):
+    out = _cli("check", "--telephony", str(ROOT / "templates/telephony.yml"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith(": 1 inbound trunks\n")
+    bad = tmp_path / "telephony.yml"
+    bad.write_text("inbound_trunks: [{name: x, numbers: ['12']}]\n")
+    out = _cli("check", "--telephony", str(bad))
+    assert out.returncode == 2
+    assert f"error: {bad}: inbound_trunks[x].numbers[0]:" in out.stderr
+
+
+def test_check_refuses_a_callback_path_that_is_the_voice_path(tmp_path):
+    """Behind a prefix (--root-path /cxml) voice requests arrive at /cxml/, so the
+    action_url must be another path under it."""
+    config = tmp_path / "cxml.yml"
+    routing = (
+        "auth: {token: '${TOKEN}'}\naction_url: %s\n"
+        "routes: [{name: x, type: service, provider: p, numbers: ['+12125550101']}]\n"
+    )
+    config.write_text(routing % "/cxml/")
+    out = _cli("check", "--config", str(config), "--root-path", "/cxml")
+    assert out.returncode == 2
+    assert "action_url: path '/cxml/' is the voice path" in out.stderr
+    config.write_text(routing % "/cxml/dial-status")
+    assert _cli("check", "--config", str(config), "--root-path", "/cxml").returncode == 0
+    out = _cli("check", "--config", str(config), "--root-path", "/cxml/")
+    assert out.returncode == 2
+    assert "must be empty or like /cxml" in out.stderr

@@ -71,3 +71,88 @@ def test_staging_example_inventory_parses_with_every_component_group():
     components = ("redis", "livekit_server", "livekit_sip", "livekit_egress", "livekit_agents")
     for group in (*components, "cxml"):
         assert group in groups
+
+
+# --- cxml_endpoint: what it installs on a host is what the tests ran -------------------
+
+CXML_VARS = ROLES_DIR / "cxml_endpoint/vars/main.yml"
+CXML_ROOTS = ("PyYAML", "phonenumbers", "uvicorn", "httptools", "uvloop")
+
+
+def _canonical(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROLES_DIR.parent / "constraints.txt").read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            pins[_canonical(name)] = version.strip()
+    return pins
+
+
+def test_cxml_endpoint_packages_are_the_constraints_pins():
+    """The venv on the host gets exactly constraints.txt's versions (no drift)."""
+    packages = load(CXML_VARS)["_cxml_endpoint_packages"]
+    pins = _constraints()
+    for spec in packages:
+        name, _, version = spec.partition("==")
+        pinned = pins.get(_canonical(name))
+        assert pinned == version, f"{spec}: constraints.txt pins {pinned}"
+
+
+def test_cxml_endpoint_packages_are_the_runtime_closure():
+    """Installed with --no-deps, the list must be the whole dependency closure of
+    what the endpoint imports and runs on, and nothing more."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    closure, todo = set(), list(CXML_ROOTS)
+    while todo:
+        name = _canonical(todo.pop())
+        if name in closure:
+            continue
+        closure.add(name)
+        for text in requires(name) or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    listed = {_canonical(s.partition("==")[0]) for s in load(CXML_VARS)["_cxml_endpoint_packages"]}
+    assert listed == closure
+
+
+def test_cxml_endpoint_modules_are_all_the_endpoint_imports(tmp_path):
+    """Only the listed modules go to the host: the endpoint must import and check a
+    routing file from them alone, without livekit-api or Ansible."""
+    import shutil
+    import subprocess
+    import sys
+
+    source = ROLES_DIR.parent / "scripts/trunkline"
+    for module in load(CXML_VARS)["_cxml_endpoint_modules"]:
+        (tmp_path / "trunkline" / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / module, tmp_path / "trunkline" / module)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import runpy;"
+        "import trunkline.cxml.app, trunkline.cxml.cli;"
+        "assert all(m.__file__.startswith(sys.argv[1]) for n, m in sys.modules.items()"
+        " if n.startswith('trunkline')), 'imported from outside the copy';"
+        "assert not [n for n in sys.modules if n.startswith(('livekit', 'ansible'))];"
+        "sys.argv = ['trunkline', 'check', '--config', sys.argv[2], '--assume-set',"
+        " 'CXML_AUTH_TOKEN,CLOUDONIX_OUTBOUND_PASSWORD'];"
+        "runpy.run_module('trunkline.cxml', run_name='__main__')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path), str(ROLES_DIR.parent / "templates/cxml.yml")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok: ")

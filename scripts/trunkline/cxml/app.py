@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -31,7 +32,7 @@ from trunkline.config import environment
 from trunkline.cxml import routing as rt
 from trunkline.cxml.health import HealthMonitor
 from trunkline.cxml.render import CONTENT_TYPE, render
-from trunkline.errors import ConfigError
+from trunkline.errors import ConfigError, Problem
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -42,7 +43,8 @@ MAX_QUERY = 8 * 1024
 MAX_FIELDS = 200
 LOG_VALUE_MAX = 64
 VOICE_PATH = "/"
-HEALTH_PATH = "/health"
+HEALTH_PATH = "/health"  # never under the root path: a proxy forwarding root_path/* keeps it local
+ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 # The parameters the endpoint reads; any other parameter is ignored.
 CALL_PARAMS = frozenset(
     {*rt.CONTEXT_PARAMS, "CallStatus", "DialCallStatus", "DialCallSid", "DialCallDuration"}
@@ -64,12 +66,23 @@ class _Pairs(list):
 
 
 class CxmlApp:
-    """The CXML endpoint for one routing file; ``reload`` swaps it atomically."""
+    """The CXML endpoint for one routing file; ``reload`` swaps it atomically.
 
-    def __init__(self, config_path: str | Path, env: Mapping[str, str] | None = None):
+    ``root_path`` (``/cxml``) is the prefix a front end forwards unchanged: voice
+    requests then arrive at ``/cxml/``, and the routing's action_url must carry
+    the prefix too (``/cxml/dial-status``), so the path Cloudonix calls back is
+    the path the endpoint sees.
+    """
+
+    def __init__(
+        self, config_path: str | Path, env: Mapping[str, str] | None = None, root_path: str = ""
+    ):
+        if not ROOT_PATH.match(root_path):
+            raise ValueError(f"root path {root_path!r} must be empty or like /cxml (no trailing /)")
         self.config_path = str(config_path)
+        self.voice_path = root_path + VOICE_PATH
         self._env = env
-        self.routing = rt.load(self.config_path, self._environment())
+        self.routing = self._load()
         self.health = HealthMonitor(lambda: self.routing.health)
         self.loaded_at = time.time()
         self._tasks: set[asyncio.Task] = set()
@@ -113,10 +126,17 @@ class CxmlApp:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _load(self) -> rt.Routing:
+        routing = rt.load(self.config_path, self._environment())
+        if routing.action_path == self.voice_path:
+            problem = f"path {routing.action_path!r} is the voice path: give callbacks their own"
+            raise ConfigError([Problem(routing.file, "action_url", problem)])
+        return routing
+
     def reload(self) -> bool:
         """Load the routing file again; a bad file is logged and the old one kept."""
         try:
-            new = rt.load(self.config_path, self._environment())
+            new = self._load()
         except ConfigError as exc:
             errors = [str(p) for p in exc.problems]
             log_line({"event": "reload", "result": "rejected", "errors": errors})
@@ -154,7 +174,7 @@ class CxmlApp:
             raise HttpError(403, "source address not allowed")
         _check_token(headers, routing.token)
         path = scope["path"]
-        if path not in (VOICE_PATH, routing.action_path):
+        if path not in (self.voice_path, routing.action_path):
             raise HttpError(404, "no such path")
         if scope["method"] not in ("GET", "POST"):
             raise HttpError(405, "method not allowed", [(b"allow", b"GET, POST")])

@@ -1,4 +1,4 @@
-"""``trunkline cxml serve|render``: argument parsing and output only.
+"""``trunkline cxml serve|render|check``: argument parsing and output only.
 
 ``register(subparsers)`` adds the ``cxml`` command to the main parser;
 ``main`` runs it on its own (``python -m trunkline.cxml``). Exit codes as the
@@ -10,20 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from typing import Any
 
-from trunkline.config import environment
+from trunkline.config import environment, load_yaml
 from trunkline.cxml import routing as rt
 from trunkline.cxml.health import HealthMonitor
 from trunkline.cxml.render import render
 from trunkline.errors import ConfigError, Problem
+from trunkline.telephony import model as telephony_model
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_HOST = "127.0.0.1"  # behind the TLS front end on the same host
 DEFAULT_PORT = 8090
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _print_problems(problems: list[Problem], label: str = "error") -> None:
@@ -38,13 +41,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     configure_logging()
     try:
-        app = CxmlApp(args.config)
+        app = CxmlApp(args.config, root_path=args.root_path)
     except ConfigError as exc:
         _print_problems(exc.problems)
         return EXIT_USAGE
     _print_problems(list(app.routing.warnings), "warning")
     log_line(
-        {"event": "start", "listen": f"{args.host}:{args.port}", "routes": len(app.routing.routes)}
+        {
+            "event": "start",
+            "listen": f"{args.host}:{args.port}",
+            "voice_path": app.voice_path,
+            "routes": len(app.routing.routes),
+        }
     )
     uvicorn.run(
         app,
@@ -88,6 +96,47 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from trunkline.cxml.app import CxmlApp  # the loader serve uses, root-path rule included
+
+    env = environment()
+    for name in args.assume_set:
+        env.setdefault(name, "assumed-set")
+    try:
+        if args.config:
+            routing = CxmlApp(args.config, env, root_path=args.root_path).routing
+            warnings, summary = (
+                list(routing.warnings),
+                (f"{len(routing.routes)} routes, {len(routing.by_number)} numbers"),
+            )
+        else:
+            parsed = telephony_model.parse(load_yaml(args.telephony), args.telephony, env)
+            warnings = list(parsed.warnings)
+            summary = f"{len(parsed.telephony.inbound_trunks)} inbound trunks"
+    except ConfigError as exc:
+        _print_problems(exc.problems)
+        return EXIT_USAGE
+    _print_problems(warnings, "warning")
+    print(f"ok: {args.config or args.telephony}: {summary}")
+    return EXIT_OK
+
+
+def _env_names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    bad = [n for n in names if not ENV_NAME.match(n)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"not environment variable names: {', '.join(bad)}")
+    return names
+
+
+def _root_path(value: str) -> str:
+    from trunkline.cxml.app import ROOT_PATH
+
+    if not ROOT_PATH.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} must be empty or like /cxml (no trailing /)")
+    return value
+
+
 def _probe(routing: rt.Routing) -> frozenset[str]:
     monitor = HealthMonitor(lambda: routing.health)
     asyncio.run(monitor.check_once())
@@ -123,7 +172,39 @@ def register(subparsers: Any) -> None:
     p_serve.add_argument("--config", required=True, help="the routing file (cxml.yml)")
     p_serve.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     p_serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p_serve.add_argument(
+        "--root-path",
+        type=_root_path,
+        default="",
+        help="the prefix a front end forwards unchanged (/cxml: voice requests at /cxml/)",
+    )
     p_serve.set_defaults(func=_cmd_serve)
+
+    p_check = sub.add_parser(
+        "check",
+        help="validate a routing file (or a telephony file) as serve would load it",
+        description=(
+            "Load and validate a routing file with the loader serve uses (its telephony "
+            "file included), or a telephony file on its own, and print every problem. "
+            "${VAR} references are resolved from the environment; --assume-set takes "
+            "the named variables as set, so a file can be checked where its secrets "
+            "are not (Ansible's validate step)."
+        ),
+        epilog="Exit codes: 0 valid, 2 invalid.",
+    )
+    what = p_check.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", help="the routing file (cxml.yml)")
+    what.add_argument("--telephony", help="a telephony file (telephony.yml)")
+    p_check.add_argument(
+        "--assume-set",
+        type=_env_names,
+        action="extend",
+        default=[],
+        metavar="NAME[,NAME...]",
+        help="environment variables to take as set (their values are not checked)",
+    )
+    p_check.add_argument("--root-path", type=_root_path, default="", help="as serve's")
+    p_check.set_defaults(func=_cmd_check)
 
     p_render = sub.add_parser(
         "render",
