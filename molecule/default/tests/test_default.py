@@ -47,7 +47,14 @@ def test_livekit_api_refuses_a_wrong_key(host):
 
 
 def test_sip_health_port_answers(host):
-    assert host.run("curl -fsS http://127.0.0.1:8080/").stdout.strip() == "OK"
+    """livekit-sip answers 429 UnderLoad while the CPU is busy: allow it 60 s to say OK."""
+    out = ""
+    for _ in range(60):
+        out = host.run("curl -fsS http://127.0.0.1:8080/").stdout.strip()
+        if out == "OK":
+            break
+        time.sleep(1)
+    assert out == "OK"
 
 
 def test_sip_listens_on_5060_udp_and_tcp(host):
