@@ -45,6 +45,9 @@ up() {
   check "redis AUTH PING" test "$(REDISCLI_AUTH=$(head -1 .lab/secrets/redis_password) redis-cli --no-auth-warning -h "$addr" PING)" = PONG
   check "redis refuses without AUTH" sh -c "redis-cli -h $addr PING 2>&1 | grep -q NOAUTH"
   check "livekit HTTP answers OK" sh -c "curl -fsS http://$addr:7880/ | grep -qx OK"
+  docker exec "$name" cat /var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt >.lab/caddy-root.crt
+  check "HTTPS through Caddy reaches LiveKit (lab CA: .lab/caddy-root.crt)" sh -c \
+    "curl -fsS --cacert .lab/caddy-root.crt https://$addr/ | grep -qx OK"
   check "livekit-sip health 200" curl -fsS -o /dev/null "http://$addr:8080/"
   local_ip=$(ip -o route get "$addr" | sed -n 's/.* src \([^ ]*\).*/\1/p')
   for t in udp tcp; do
@@ -62,7 +65,8 @@ up() {
 
 Trunkline lab is up in $((SECONDS - t0)) s.
   host        $name ($addr), Debian 12, systemd; shell: docker exec -it $name bash
-  livekit     http://$addr:7880 and ws://$addr:7880; ICE tcp 7881, udp 50000-60000
+  livekit     https://$addr and wss://$addr through Caddy (trust .lab/caddy-root.crt);
+              http://$addr:7880 from this machine only (firewall); ICE tcp 7881, udp 50000-60000
               API key  API$(head -1 .lab/secrets/livekit_api_key)
               secret   .lab/secrets/livekit_api_secret (0600)
   telephony   inbound trunk lab-in (+12127773456), dispatch rule lab-agent, outbound trunk lab-out;
