@@ -186,10 +186,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
     try:
         number = normalize_e164(args.number)
         conn = _connection(args)
-    except ValueError as exc:
-        print(f"trunkline: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except UsageError as exc:
+    except (ValueError, UsageError) as exc:
         print(f"trunkline: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:

@@ -68,5 +68,35 @@ def _label(item: Any, index: int) -> str | int:
     return index
 
 
+class FieldReader:
+    """The part every input file's field reader shares: it reads one object's
+    fields, remembers which it read, and reports the rest as unknown. Subclasses
+    decide how a problem is located and recorded (``fail``) and how values are typed."""
+
+    data: dict
+    seen: set[str]
+
+    def fail(self, key: str, message: str) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        return self.data.get(key, default)
+
+    def list(self, key: str) -> list:
+        value = self.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(key, f"must be a list, not {type(value).__name__}")
+            return []
+        return value
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.seen:
+                self.fail(str(key), "is not a known field")
+
+
 def environment() -> dict[str, str]:
     return dict(os.environ)

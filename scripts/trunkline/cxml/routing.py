@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from trunkline.config import REF_ONLY, interpolate, load_yaml
+from trunkline.config import REF_ONLY, FieldReader, interpolate, load_yaml
 from trunkline.errors import ConfigError, Problem
 from trunkline.numbers import normalize_e164
 from trunkline.telephony import model as telephony_model
@@ -304,7 +304,7 @@ def answer_verbs(
 # --- loading and validation ------------------------------------------------------
 
 
-class _Fields:
+class _Fields(FieldReader):
     """Reads one object's fields, recording problems (file, object, field)
     instead of raising, so a single run reports everything to fix."""
 
@@ -320,10 +320,6 @@ class _Fields:
         where = ".".join(p for p in (self.path, key) if p)
         if not any(p.path == where and p.file == self.file for p in self.problems):
             self.problems.append(Problem(self.file, where, message))
-
-    def get(self, key: str) -> Any:
-        self.seen.add(key)
-        return self.data.get(key)
 
     def str(
         self, key: str, required: bool = False, pattern: re.Pattern | None = None, what: str = ""
@@ -364,15 +360,6 @@ class _Fields:
             return default
         return result
 
-    def list(self, key: str) -> list:
-        value = self.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.fail(key, f"must be a list, not {type(value).__name__}")
-            return []
-        return value
-
     def mapping(self, key: str) -> dict:
         value = self.get(key)
         if value is None:
@@ -390,11 +377,6 @@ class _Fields:
             self.fail(key, "must be a ${ENV_VAR} reference: secrets are never written in the file")
             return ""
         return value
-
-    def done(self) -> None:
-        for key in self.data:
-            if key not in self.seen:
-                self.fail(str(key), "is not a known field")
 
 
 def load(path: str | Path, env: Mapping[str, str]) -> Routing:

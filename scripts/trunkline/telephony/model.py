@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trunkline.config import REF_ONLY, interpolate
+from trunkline.config import REF_ONLY, FieldReader, interpolate
 from trunkline.errors import ConfigError, Problem
 from trunkline.numbers import normalize_e164
 
@@ -97,7 +97,7 @@ class Parsed:
     warnings: list[Problem]
 
 
-class _Reader:
+class _Reader(FieldReader):
     """Reads one object's fields, recording problems instead of raising."""
 
     def __init__(self, file: str, path: str, data: Any, problems: list[Problem]):
@@ -112,10 +112,6 @@ class _Reader:
         self.problems.append(
             Problem(self.file, f"{self.path}.{key}" if key else self.path, message)
         )
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.seen.add(key)
-        return self.data.get(key, default)
 
     def str(self, key: str, default: str = "", required: bool = False) -> str:
         value = self.get(key)
@@ -140,15 +136,6 @@ class _Reader:
         if value not in choices:
             self.fail(key, f"must be one of {', '.join(choices)} (not {value!r})")
             return default
-        return value
-
-    def list(self, key: str) -> list:
-        value = self.get(key, [])
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.fail(key, f"must be a list, not {type(value).__name__}")
-            return []
         return value
 
     def numbers(self, key: str) -> tuple[str, ...]:
@@ -203,11 +190,6 @@ class _Reader:
             )
         sub.done()
         return Auth(username, password) if username and password else None
-
-    def done(self) -> None:
-        for key in self.data:
-            if key not in self.seen:
-                self.fail(str(key), "is not a known field")
 
 
 def _named(reader: _Reader) -> str:
