@@ -25,6 +25,7 @@ step() { # step NAME FUNCTION
 HOST_PACKAGES=(
   docker.io debootstrap            # engine; base images without a registry
   sip-tester redis-server          # real SIP peer (sipp) and Redis for the smoke tests
+  espeak-ng sox                    # speech for test calls (caller side and the example agent)
   pkg-config libopus-dev libopusfile-dev libsoxr-dev   # livekit-sip is cgo
   libopus0 libopusfile0 libsoxr0   # ... and links against these at run time
   iproute2 util-linux              # the tests' private network namespace (scripts/testbed/netns.sh)

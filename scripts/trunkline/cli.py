@@ -17,6 +17,7 @@ from importlib import metadata
 from trunkline import __version__
 from trunkline.config import environment, load_yaml
 from trunkline.cxml.cli import register as register_cxml
+from trunkline.probe_cli import register_probe
 from trunkline.errors import ConfigError, TrunklineError
 from trunkline.numbers import normalize_e164
 from trunkline.telephony.model import Parsed, parse
@@ -364,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_call.set_defaults(func=_cmd_call)
 
     register_cxml(sub)
+    register_probe(sub)
     return parser
 
 

@@ -1,0 +1,104 @@
+"""The first phone call: sipp calls real livekit-sip, a dispatch rule puts the
+caller in a room, the example agent (real livekit-agents worker, offline mode)
+answers, and both hear each other. Measured on the wire by trunkline.probe."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import services
+from trunkline.cli import main
+from trunkline.probe import Target, call
+from trunkline.telephony.livekit import Connection
+
+AGENT = services.ROOT / "roles/livekit_agents/files/example_agent/agent.py"
+AGENT_NAME = "trunkline-test-agent"
+DID = "+12127773456"
+
+
+def agent_python() -> str:
+    """The agent runtime venv `make venv` builds beside the toolchain venv."""
+    python = os.environ.get("TRUNKLINE_AGENT_PYTHON") or str(services.ROOT / ".venv-agent/bin/python")
+    if not Path(python).exists():
+        pytest.fail(f"{python} is missing: run `make venv` (it builds .venv-agent)")
+    return python
+
+
+@pytest.fixture(scope="module")
+def conn(livekit_server, livekit_sip):
+    info = livekit_server.info
+    return Connection(info["url"], info["api_key"], info["api_secret"])
+
+
+@pytest.fixture(scope="module")
+def telephony(conn, tmp_path_factory):
+    data = {
+        "inbound_trunks": [
+            {"name": "agent-in", "numbers": [DID], "allowed_addresses": ["127.0.0.1/32"]}
+        ],
+        "dispatch_rules": [
+            {
+                "name": "agent-rule",
+                "trunks": ["agent-in"],
+                "type": "individual",
+                "room_prefix": "call-",
+                "called_numbers": [DID],
+                "agents": [{"name": AGENT_NAME}],
+            }
+        ],
+    }
+    path = tmp_path_factory.mktemp("tel") / "telephony.yml"
+    path.write_text(yaml.safe_dump(data))
+    env = {"LIVEKIT_URL": conn.url, "LIVEKIT_API_KEY": conn.api_key, "LIVEKIT_API_SECRET": conn.api_secret}
+    os.environ.update(env)
+    assert main(["telephony", "apply", "--prune", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def agent(livekit_server, telephony, tmp_path_factory):
+    work = tmp_path_factory.mktemp("agent")
+    records = work / "records"
+    records.mkdir()
+    health = services.free_port()
+    info = livekit_server.info
+    env = {
+        "LIVEKIT_URL": info["ws_url"],
+        "LIVEKIT_API_KEY": info["api_key"],
+        "LIVEKIT_API_SECRET": info["api_secret"],
+        "LIVEKIT_AGENT_NAME": AGENT_NAME,
+        "TRUNKLINE_AGENT_HEALTH_PORT": str(health),
+        "TRUNKLINE_AGENT_RECORD_DIR": str(records),
+        "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.99",
+        "TRUNKLINE_AGENT_IDLE_PROCESSES": "1",
+    }
+    svc = services._spawn("agent", [agent_python(), str(AGENT), "start"], work, env)
+    svc.info.update(records=records, health_port=health)
+    services.wait_for(
+        lambda: services.http_get(f"http://127.0.0.1:{health}/")[0] == 200, 60, "agent", svc.proc
+    )
+    # The worker registers with the server shortly after its health port opens.
+    services.wait_for(lambda: "registered worker" in svc.log.read_text(errors="replace"), 30, "agent registration", svc.proc)
+    yield svc
+    svc.stop()
+
+
+@pytest.mark.parametrize(("codec", "transport"), [("pcmu", "udp"), ("pcma", "tcp")])
+def test_caller_and_agent_hear_each_other(conn, livekit_sip, agent, codec, transport, tmp_path):
+    target = Target("127.0.0.1", livekit_sip.info["sip_port"], DID, transport)
+    result = call(target, "+12125550101", codec=codec, conn=conn, cache=tmp_path)
+    print(json.dumps(result.as_dict(), indent=1))
+    assert result.final_status == 200, result.log
+    assert result.checks["agent_joined"], agent.log_tail()
+    assert result.speech_in > 10, "the caller heard no speech from the agent"
+    assert result.agent_heard_nonsilent and result.agent_heard_nonsilent > 10
+    assert result.checks["room_emptied"]
+    assert result.ok, result.checks
