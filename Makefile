@@ -21,7 +21,7 @@ help:
 
 venv: $(VENV)/.trunkline-stamp
 
-$(VENV)/.trunkline-stamp: pyproject.toml constraints.txt
+$(VENV)/.trunkline-stamp: pyproject.toml constraints.txt roles/livekit_agents/files/constraints.txt
 	@scripts/testbed/venv.sh "$(PYTHON)" "$(VENV)"
 	@touch $@
 

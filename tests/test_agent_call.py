@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-import services
 from trunkline.cli import main
 from trunkline.probe import Target, call
 from trunkline.telephony.livekit import Connection
+
+import services
 
 AGENT = services.ROOT / "roles/livekit_agents/files/example_agent/agent.py"
 AGENT_NAME = "trunkline-test-agent"
@@ -26,7 +24,9 @@ DID = "+12127773456"
 
 def agent_python() -> str:
     """The agent runtime venv `make venv` builds beside the toolchain venv."""
-    python = os.environ.get("TRUNKLINE_AGENT_PYTHON") or str(services.ROOT / ".venv-agent/bin/python")
+    python = os.environ.get("TRUNKLINE_AGENT_PYTHON") or str(
+        services.ROOT / ".venv-agent/bin/python"
+    )
     if not Path(python).exists():
         pytest.fail(f"{python} is missing: run `make venv` (it builds .venv-agent)")
     return python
@@ -57,7 +57,11 @@ def telephony(conn, tmp_path_factory):
     }
     path = tmp_path_factory.mktemp("tel") / "telephony.yml"
     path.write_text(yaml.safe_dump(data))
-    env = {"LIVEKIT_URL": conn.url, "LIVEKIT_API_KEY": conn.api_key, "LIVEKIT_API_SECRET": conn.api_secret}
+    env = {
+        "LIVEKIT_URL": conn.url,
+        "LIVEKIT_API_KEY": conn.api_key,
+        "LIVEKIT_API_SECRET": conn.api_secret,
+    }
     os.environ.update(env)
     assert main(["telephony", "apply", "--prune", str(path)]) == 0
     return path
@@ -86,7 +90,12 @@ def agent(livekit_server, telephony, tmp_path_factory):
         lambda: services.http_get(f"http://127.0.0.1:{health}/")[0] == 200, 60, "agent", svc.proc
     )
     # The worker registers with the server shortly after its health port opens.
-    services.wait_for(lambda: "registered worker" in svc.log.read_text(errors="replace"), 30, "agent registration", svc.proc)
+    services.wait_for(
+        lambda: "registered worker" in svc.log.read_text(errors="replace"),
+        30,
+        "agent registration",
+        svc.proc,
+    )
     yield svc
     svc.stop()
 

@@ -18,4 +18,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+# The agent runtime the tests run the example agent with: livekit-agents and
+# the silero plugin at the livekit_agents role's default pins and constraints.
+agent_venv=${venv}-agent
+[ -x "$agent_venv/bin/python" ] || "$python" -m venv "$agent_venv"
+"$agent_venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
+"$agent_venv/bin/python" -m pip install -q --disable-pip-version-check \
+  -c roles/livekit_agents/files/constraints.txt livekit-agents livekit-plugins-silero
 echo "==> venv: ready in $((SECONDS - t0)) s ($("$venv/bin/trunkline" --version))"

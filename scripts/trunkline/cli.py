@@ -17,9 +17,9 @@ from importlib import metadata
 from trunkline import __version__
 from trunkline.config import environment, load_yaml
 from trunkline.cxml.cli import register as register_cxml
-from trunkline.probe_cli import register_probe
 from trunkline.errors import ConfigError, TrunklineError
 from trunkline.numbers import normalize_e164
+from trunkline.probe_cli import register_probe
 from trunkline.telephony.model import Parsed, parse
 from trunkline.telephony.state import DEFAULT_OWNER
 

@@ -136,11 +136,15 @@ def register_probe(sub) -> None:
     how = p.add_argument_group("where to call")
     how.add_argument("--cxml", help="the voice application URL (the CXML endpoint)")
     how.add_argument("--cxml-token", dest="cxml_token",
-                     help="bearer token for the CXML endpoint (env TRUNKLINE_CXML_TOKEN)")  # fmt: skip
+                     help="bearer token for the CXML endpoint "
+                     "(env TRUNKLINE_CXML_TOKEN)")  # fmt: skip
     how.add_argument("--did", help="the dialled number (To) to ask the CXML endpoint about")
     how.add_argument("--service", action="append", default=[], metavar="ALIAS=SIP_URI",
-                     help="what Cloudonix resolves a service provider alias to (repeatable)")  # fmt: skip
-    how.add_argument("--sip", help="skip CXML and call this URI, e.g. sip:+12127773456@10.0.0.5:5060")
+                     help="what Cloudonix resolves a service provider alias to "
+                     "(repeatable)")  # fmt: skip
+    how.add_argument(
+        "--sip", help="skip CXML and call this URI, e.g. sip:+12127773456@10.0.0.5:5060"
+    )
     p.add_argument("--caller", default="+12125550100", help="From number (default +12125550100)")
     p.add_argument("--codec", choices=sorted(probe.CODECS), default="pcmu")
     p.add_argument("--transport", choices=sorted(probe.TRANSPORTS),

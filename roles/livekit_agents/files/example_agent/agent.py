@@ -150,7 +150,9 @@ def prewarm(proc: JobProcess) -> None:
         min_silence_duration=float(env("MIN_SILENCE", "0.5")),
     )
     if env("MODE", "offline") == "offline":
-        proc.userdata["greeting"] = synthesize(env("GREETING", "Hello, you have reached Trunkline."))
+        proc.userdata["greeting"] = synthesize(
+            env("GREETING", "Hello, you have reached Trunkline.")
+        )
         if env("REPLY", "echo") == "say":
             proc.userdata["reply"] = synthesize(env("REPLY_TEXT", "I heard you."))
 
