@@ -59,8 +59,9 @@ def _print_text(r) -> None:
         print(f"  agent joined in {r.agent_joined_ms:.0f} ms (room {r.room})")
     if r.first_agent_audio_ms is not None:
         print(f"  first agent audio {r.first_agent_audio_ms:.0f} ms after answer")
+    after = r.speech_in_after_caller_spoke
     print(f"  caller sent {r.rtp_out} RTP packets ({r.speech_out} speech), received {r.rtp_in} "
-          f"({r.speech_in} speech, {r.speech_in_after_caller_spoke} after the caller spoke)")  # fmt: skip
+          f"({r.speech_in} speech, {after} after the caller spoke)")  # fmt: skip
     if r.agent_heard_frames is not None:
         print(f"  agent heard {r.agent_heard_frames} frames, {r.agent_heard_nonsilent} not silent")
     if r.room_emptied_ms is not None:
@@ -150,7 +151,7 @@ def register_probe(sub) -> None:
     p.add_argument("--transport", choices=sorted(probe.TRANSPORTS),
                    help="SIP transport (default: the URI's, else udp)")  # fmt: skip
     p.add_argument("--hold", type=float, default=6.0,
-                   help="seconds from answer to BYE, beyond the speech delay (default 6)")  # fmt: skip
+                   help="seconds from the caller's speech start to BYE (default 6)")  # fmt: skip
     p.add_argument("--speech", default=probe.DEFAULT_SPEECH, help="what the caller says")
     p.add_argument("--no-livekit", dest="no_livekit", action="store_true",
                    help="do not watch the room (no LiveKit credentials needed)")  # fmt: skip
