@@ -54,6 +54,24 @@ def port_conflicts(uses: list[dict]) -> list[str]:
     return out
 
 
+def agent_instances(workers: list[dict]) -> list[dict]:
+    """One systemd instance per agent worker: ``<group>-<n>``, health port = the
+    group's ``health_port`` + n - 1 (livekit_agents role)."""
+    out = []
+    for w in workers:
+        for n in range(1, int(w.get("count", 1)) + 1):
+            out.append(
+                {
+                    "instance": f"{w['name']}-{n}",
+                    "group": w["name"],
+                    "agent_name": w["agent_name"],
+                    "health_port": int(w["health_port"]) + n - 1,
+                    "environment": dict(w.get("environment") or {}),
+                }
+            )
+    return out
+
+
 def _span(proto: str, start: int, end: int) -> str:
     return f"{proto} {start}" if start == end else f"{proto} {start}-{end}"
 
@@ -61,6 +79,12 @@ def _span(proto: str, start: int, end: int) -> str:
 class FilterModule:
     def filters(self):
         return {
+            "trunkline_agent_instances": agent_instances,
+            "trunkline_agent_port": lambda i: {
+                "name": "livekit_agents_health_port",
+                "proto": "tcp",
+                "start": i["health_port"],
+            },
             "trunkline_redis_endpoint": redis_endpoint,
             "trunkline_port_conflicts": port_conflicts,
         }

@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -141,7 +142,7 @@ def resolve_cxml(
     if dial is None:
         verbs = ", ".join(child.tag for child in root) or "nothing"
         return None, f"no <Dial> (the endpoint answered: {verbs})"
-    headers = {h.get("name", ""): (h.text or "") for h in dial.iter("Header")}
+    headers = {h.get("name", ""): h.get("value", h.text or "") for h in dial.iter("Header")}
     sip = dial.find("Sip")
     if sip is not None:
         user, host, port, opts = parse_sip_uri((sip.text or "").strip())
@@ -161,8 +162,11 @@ def resolve_cxml(
     return None, "a <Dial> with neither <Sip> nor <Service>"
 
 
-def ask_cxml(url: str, params: dict[str, str], token: str = "", timeout: float = 5.0) -> str:
-    """GET the voice application URL with Cloudonix's parameters."""
+def ask_cxml(
+    url: str, params: dict[str, str], token: str = "", timeout: float = 5.0, ca_file: str = ""
+) -> str:
+    """GET the voice application URL with Cloudonix's parameters (``ca_file``: a
+    private CA to trust for https, e.g. Caddy's internal one)."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise ProbeError(f"--cxml {url!r}: must be an http:// or https:// URL")
     full = f"{url}{'&' if '?' in url else '?'}{urllib.parse.urlencode(params)}"
@@ -170,7 +174,8 @@ def ask_cxml(url: str, params: dict[str, str], token: str = "", timeout: float =
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - operator's URL
+        context = ssl.create_default_context(cafile=ca_file or None)
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:  # noqa: S310
             return resp.read().decode()
     except OSError as exc:
         raise ProbeError(f"CXML endpoint {url}: {exc}") from None

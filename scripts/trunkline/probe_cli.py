@@ -43,7 +43,7 @@ def _target(args: argparse.Namespace):
         "CallStatus": "ringing",
     }
     token = args.cxml_token or os.environ.get("TRUNKLINE_CXML_TOKEN", "")
-    document = probe.ask_cxml(args.cxml, params, token)
+    document = probe.ask_cxml(args.cxml, params, token, ca_file=args.cxml_ca or "")
     target, instead = probe.resolve_cxml(document, _aliases(args.service), args.transport or "udp")
     if target is not None and args.transport:
         target.transport = args.transport
@@ -139,6 +139,9 @@ def register_probe(sub) -> None:
     how.add_argument("--cxml-token", dest="cxml_token",
                      help="bearer token for the CXML endpoint "
                      "(env TRUNKLINE_CXML_TOKEN)")  # fmt: skip
+    how.add_argument("--cxml-ca", dest="cxml_ca", metavar="PEM",
+                     help="trust this CA for an https --cxml "
+                     "(e.g. Caddy's internal CA)")  # fmt: skip
     how.add_argument("--did", help="the dialled number (To) to ask the CXML endpoint about")
     how.add_argument("--service", action="append", default=[], metavar="ALIAS=SIP_URI",
                      help="what Cloudonix resolves a service provider alias to "
