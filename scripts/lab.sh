@@ -36,6 +36,15 @@ up() {
     case "$state" in running | degraded) break ;; esac
     sleep 1
   done
+  # Test-bed plumbing: where this machine reaches PyPI through a proxy with a
+  # local CA, the lab host (which pip-installs the agent and CXML venvs) trusts
+  # the same CAs. Nothing to do without any.
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    for crt in /usr/local/share/ca-certificates/*.crt; do
+      docker cp "$crt" "$name:/usr/local/share/ca-certificates/" >/dev/null
+    done
+    docker exec "$name" update-ca-certificates >/dev/null 2>&1 || true
+  fi
   echo "==> lab: systemd is $state; applying playbooks/site.yml"
   ansible-playbook playbooks/site.yml
   echo "==> lab: applying playbooks/telephony.yml (inventories/lab/telephony.yml)"
@@ -60,7 +69,18 @@ up() {
     "LIVEKIT_URL=http://$addr:7880 LIVEKIT_API_KEY=API\$(head -1 .lab/secrets/livekit_api_key) \
      LIVEKIT_API_SECRET=\$(head -1 .lab/secrets/livekit_api_secret) trunkline telephony export --owned \
      | grep -q 'name: lab-agent'"
-  [ "$failures" = 0 ] || { echo "lab: $failures check(s) failed (journalctl -u livekit-server -u livekit-sip in the lab host)" >&2; exit 1; }
+  check "agent worker healthy and registered as trunkline-agent" sh -c \
+    "docker exec $name python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8081/worker').read().decode())\" \
+     | grep -q '\"agent_name\": \"trunkline-agent\"'"
+  [ "$failures" = 0 ] || { echo "lab: $failures check(s) failed (journalctl -u livekit-server -u livekit-sip -u 'trunkline-agent@*' in the lab host)" >&2; exit 1; }
+  echo "==> lab: a phone call, Cloudonix-style: ask https://$addr/cxml/ about +12127773456, follow its <Dial>"
+  if ! LIVEKIT_URL=http://$addr:7880 LIVEKIT_API_KEY=API$(head -1 .lab/secrets/livekit_api_key) \
+    LIVEKIT_API_SECRET=$(head -1 .lab/secrets/livekit_api_secret) \
+    TRUNKLINE_CXML_TOKEN=$(head -1 .lab/secrets/cxml_auth_token) \
+    trunkline probe --cxml "https://$addr/cxml/" --cxml-ca .lab/caddy-root.crt --did +12127773456; then
+    echo "lab: the call did not reach the agent with audio both ways (journalctl -u 'trunkline-agent@*' -u livekit-sip)" >&2
+    exit 1
+  fi
   cat <<MSG
 
 Trunkline lab is up in $((SECONDS - t0)) s.
@@ -72,6 +92,9 @@ Trunkline lab is up in $((SECONDS - t0)) s.
   telephony   inbound trunk lab-in (+12127773456), dispatch rule lab-agent, outbound trunk lab-out;
               plan/apply: trunkline telephony plan|apply (LIVEKIT_URL=http://$addr:7880 ...)
   livekit-sip sip:$addr:5060 (UDP and TCP), RTP udp 10000-20000, health http://$addr:8080/
+  agent       trunkline-agent@trunkline-agent-1 (example agent, offline mode), health http://127.0.0.1:8081/ in the host
+  cxml        https://$addr/cxml/ (the voice application URL), bearer token in .lab/secrets/cxml_auth_token
+              test call: trunkline probe --cxml https://$addr/cxml/ --cxml-ca .lab/caddy-root.crt --did +12127773456
   redis       $addr:6379, password in .lab/secrets/redis_password (0600)
   re-apply    ansible-playbook playbooks/site.yml      (inventories/lab is the default)
   remove      make lab-down

@@ -65,3 +65,22 @@ def test_port_conflicts_accepts_adjacent_ranges():
         {"name": "b", "proto": "udp", "start": 20000, "end": 29999},
     ]
     assert filters.port_conflicts(uses) == []
+
+
+def test_agent_instances_number_workers_and_their_health_ports():
+    workers = [
+        {"name": "support", "agent_name": "support-agent", "count": 2, "health_port": 8081},
+        {
+            "name": "sales",
+            "agent_name": "sales-agent",
+            "health_port": 8090,
+            "environment": {"A": "1"},
+        },
+    ]
+    got = filters.agent_instances(workers)
+    assert [(i["instance"], i["health_port"], i["agent_name"]) for i in got] == [
+        ("support-1", 8081, "support-agent"),
+        ("support-2", 8082, "support-agent"),
+        ("sales-1", 8090, "sales-agent"),
+    ]
+    assert got[2]["environment"] == {"A": "1"} and got[0]["environment"] == {}

@@ -156,3 +156,16 @@ def test_cxml_endpoint_modules_are_all_the_endpoint_imports(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok: ")
+
+
+def test_livekit_agents_packages_are_pinned_by_the_role_constraints():
+    role = ROLES_DIR / "livekit_agents"
+    defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+    pins = {
+        line.split("==")[0].lower(): line.split("==")[1]
+        for line in (role / "files/constraints.txt").read_text().split()
+        if "==" in line
+    }
+    for package in defaults["livekit_agents_packages"]:
+        name, version = package.split("==")
+        assert pins.get(name.lower()) == version, package

@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +68,13 @@ METRICS = (
 # livekit-sip (zap console encoder): "2025-01-02T03:04:05.678Z\tINFO\t...".
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))")
 SIGNALING = re.compile(r'"(inviteTo\w+Ms)"\s*:\s*"?(-?[\d.]+)')
+# livekit-sip's log lines for the steps of an inbound call (first occurrence wins).
+SIP_EVENTS = {
+    "processing invite": "invite",
+    "SIP participant joined room": "in_room",
+    "Waiting for track subscription": "waiting",
+    "Accepting the call": "accepting",
+}
 
 
 class BenchError(Exception):
@@ -107,7 +115,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--codec", choices=("pcmu", "pcma"), default="pcmu")
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     parser.add_argument(
-        "--hold", type=float, default=3.0, help="seconds the caller stays after speaking (3)"
+        "--hold",
+        type=float,
+        default=3.0,
+        help="seconds from the caller starting to speak to its BYE (3)",
     )
     parser.add_argument(
         "--speech-delay",
@@ -152,7 +163,8 @@ def reexec_in_namespace(argv: list[str]) -> None:
     """Run this script again inside a private network namespace (never returns)."""
     sys.stdout.flush()
     script = str(Path(__file__).resolve())
-    os.execv(str(NETNS), [str(NETNS), sys.executable, script, *argv])
+    # exec, not a child: Ctrl-C then reaches the one process that stops the services.
+    os.execv(str(NETNS), [str(NETNS), sys.executable, script, *argv])  # noqa: S606
 
 
 # --- the stack ----------------------------------------------------------------------
@@ -299,14 +311,15 @@ def log_time(line: str) -> float | None:
 
 
 def sip_side(chunk: str) -> dict:
-    """From livekit-sip's log lines of one call: its signaling timestamps, and when
-    it first logged the call (its INVITE arrival, on the shared clock)."""
+    """From livekit-sip's log lines of one call: its signaling timestamps, and when it
+    logged the steps of the call (epoch seconds, the clock the agent's records use)."""
     out: dict = {}
     for line in chunk.splitlines():
-        if "invite" in line.lower() and "invite_logged" not in out:
-            stamp = log_time(line)
-            if stamp is not None:
-                out["invite_logged"] = stamp
+        for text, key in SIP_EVENTS.items():
+            if text in line and key not in out:
+                stamp = log_time(line)
+                if stamp is not None:
+                    out[key] = stamp
         if "signaling timestamps" in line:
             out.update({k: float(v) for k, v in SIGNALING.findall(line)})
     return out
@@ -320,15 +333,18 @@ def settle(stack: Stack, room: str, jobs_done: int) -> list[str]:
         ("agent job ended", lambda: stack.active_jobs() == 0, 30),
         ("agent record", lambda: not room or "ended" in (stack.record_for(room) or {}), 10),
     )
-    for what, predicate, timeout in waits:
-        try:
-            services.wait_for(predicate, timeout, what, stack.agent.proc)
-        except TimeoutError:
-            late.append(what)
     try:
-        stack.wait_warm(jobs_done, 60)
-    except TimeoutError:
-        late.append("agent idle process")
+        for what, predicate, timeout in waits:
+            try:
+                services.wait_for(predicate, timeout, what, stack.agent.proc)
+            except TimeoutError:
+                late.append(what)
+        try:
+            stack.wait_warm(jobs_done, 60)
+        except TimeoutError:
+            late.append("agent idle process")
+    except RuntimeError as exc:  # wait_for: the agent worker exited
+        raise BenchError(f"{exc}\n--- agent log\n{stack.agent.log_tail(20)}") from None
     return late
 
 
@@ -353,7 +369,7 @@ def run_calls(stack: Stack, args: argparse.Namespace, cache: Path) -> list[dict]
                 speech_delay_ms=round(args.speech_delay * 1000), hold_ms=round(args.hold * 1000),
                 cache=cache,
             )  # fmt: skip
-        except ProbeError as exc:
+        except (ProbeError, OSError, subprocess.SubprocessError) as exc:
             result = failed_result(exc, args)
         late = settle(stack, result.room, i + 1)
         # livekit-sip logs the signaling timestamps as the call ends; give it a moment.
@@ -394,52 +410,54 @@ def fmt(value: float | None) -> str:
 # --- the figures -------------------------------------------------------------------------
 
 
-def breakdown(rows: list[dict]) -> list[tuple[str, float | None, int]]:
-    """(step, median ms, n) of where the time of a call goes."""
-    steps: dict[str, list[float]] = {}
+def breakdown(rows: list[dict]) -> list[tuple[str, str, float | None, int]]:
+    """(group, step, median ms, n) of where the time of a call goes. Wire times come
+    from the probe; livekit-sip's log times and the agent's records share one clock
+    (this machine's), with "processing invite" in the sip log as the INVITE."""
+    steps: dict[tuple[str, str], list[float]] = {}
 
-    def add(name: str, value: float | None) -> None:
-        steps.setdefault(name, [])
+    def add(group: str, name: str, value: float | None) -> None:
+        steps.setdefault((group, name), [])
         if value is not None:
-            steps[name].append(round(value, 1))
+            steps[(group, name)].append(round(value, 1))
 
-    def gap(record: dict | None, a: str, b: str) -> float | None:
-        if record and a in record and b in record:
-            return (record[b] - record[a]) * 1000
-        return None
-
+    sip, agent, audio = "SIP (livekit-sip)", "agent", "first audio"
     for row in rows:
-        r, sip, rec = row["result"], row["sip"], row["agent"]
-        add("SIP: INVITE -> 100 Trying (livekit-sip)", sip.get("inviteToTryingMs"))
-        add("SIP: INVITE -> 180 Ringing (livekit-sip)", sip.get("inviteToRingingMs"))
-        add("SIP: INVITE -> 200 OK (livekit-sip)", sip.get("inviteToAcceptMs"))
-        add("SIP: INVITE -> 200 OK (on the wire)", r["answered_ms"])
-        invite = sip.get("invite_logged")
-        job = rec.get("job_received") if rec else None
+        r = row["result"]
+        # Absolute times (epoch s) of this call's steps; the wire's are placed on the
+        # same clock by the INVITE's arrival at livekit-sip ("processing invite").
+        t = {**row["sip"], **(row["agent"] or {})}
+        if t.get("invite") is not None and r["answered_ms"] is not None:
+            t["answered"] = t["invite"] + r["answered_ms"] / 1000
+            if r["first_agent_audio_ms"] is not None:
+                t["heard"] = t["answered"] + r["first_agent_audio_ms"] / 1000
+
+        def ms(a: str, b: str, t: dict = t) -> float | None:
+            return (t[b] - t[a]) * 1000 if t.get(a) is not None and t.get(b) is not None else None
+
+        answer_after_join = None
+        if r["answered_ms"] is not None and r["agent_joined_ms"] is not None:
+            answer_after_join = r["answered_ms"] - r["agent_joined_ms"]
+        add(sip, "INVITE -> 100 Trying", t.get("inviteToTryingMs"))
+        add(sip, "INVITE -> 180 Ringing", t.get("inviteToRingingMs"))
+        add(sip, "INVITE -> caller joined the room", ms("invite", "in_room"))
+        add(sip, "waiting for the agent to subscribe", ms("waiting", "accepting"))
+        add(sip, "INVITE -> 200 OK (livekit-sip's own figure)", t.get("inviteToAcceptMs"))
+        add(sip, "INVITE -> 200 OK (on the wire)", r["answered_ms"])
+        add(agent, "INVITE -> job received (dispatch)", ms("invite", "job_received"))
+        add(agent, "job received -> joined (ctx.connect)", ms("job_received", "joined"))
+        add(agent, "joined -> track published", ms("joined", "published"))
+        add(agent, "published -> greeting started", ms("published", "greeting_started"))
+        add(agent, "INVITE -> agent joined (server joined_at)", r["agent_joined_ms"])
+        add(agent, "200 OK - agent joined (+: answer after join)", answer_after_join)
         add(
-            "agent: INVITE -> job received",
-            (job - invite) * 1000 if job is not None and invite is not None else None,
+            audio,
+            "greeting started -> 200 OK (+: answer after)",
+            ms("greeting_started", "answered"),
         )
-        add("agent: job received -> joined (room connect)", gap(rec, "job_received", "joined"))
-        add("agent: joined -> track published", gap(rec, "joined", "published"))
-        add("agent: published -> caller present", gap(rec, "published", "caller_present"))
-        add("agent: caller present -> greeting started", gap(rec, "caller_present", "greeting_started"))  # fmt: skip
-        add("INVITE -> agent joined (server joined_at)", r["agent_joined_ms"])
-        joined, answered = r["agent_joined_ms"], r["answered_ms"]
-        add(
-            "200 OK - agent joined (+: answer after join)",
-            answered - joined if answered is not None and joined is not None else None,
-        )
-        heard = r["first_agent_audio_ms"]
-        started = rec.get("greeting_started") if rec else None
-        add(
-            "greeting started -> first audio at caller",
-            (invite + (answered + heard) / 1000 - started) * 1000
-            if None not in (invite, answered, heard, started)
-            else None,
-        )
-        add("200 OK -> first agent audio at caller", heard)
-    return [(name, median(values), len(values)) for name, values in steps.items()]
+        add(audio, "greeting started -> first audio at caller", ms("greeting_started", "heard"))
+        add(audio, "200 OK -> first agent audio at caller", r["first_agent_audio_ms"])
+    return [(g, name, median(values), len(values)) for (g, name), values in steps.items()]
 
 
 def report(rows: list[dict], args: argparse.Namespace, wall: float) -> dict:
@@ -465,7 +483,9 @@ def report(rows: list[dict], args: argparse.Namespace, wall: float) -> dict:
         "failed_checks": dict(checks),
         "late_waits": dict(Counter(w for row in rows for w in row["late"])),
         "goals": goals,
-        "breakdown_median_ms": {name: value for name, value, _ in breakdown(rows)},
+        "breakdown_median_ms": {
+            f"{group}: {name}": value for group, name, value, _ in breakdown(rows)
+        },
         "per_call": rows,
     }
 
@@ -474,7 +494,7 @@ def print_report(rep: dict, rows: list[dict]) -> None:
     print(
         f"{rep['calls']} sequential calls, {rep['codec']}/{rep['transport']}, "
         f"hold {rep['hold_s']:g} s; livekit-server {rep['livekit_server']}, "
-        f"livekit-sip {rep['livekit_sip']}, example agent (offline); {rep['wall_s']:.0f} s"
+        f"livekit-sip {rep['livekit_sip']}, example agent (offline); {rep['wall_s']:.0f} s in all"
     )
     print(f"{'ms':<36} {'n':>4} {'min':>7} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}")
     for key, label in METRICS:
@@ -496,10 +516,14 @@ def print_report(rep: dict, rows: list[dict]) -> None:
         g = rep["goals"][key]
         figure = f"p95 {g['p95_ms']:.1f} ms" if g["p95_ms"] is not None else "no data"
         print(f"goal {label}: {'met' if g['met'] else 'NOT met'} ({figure})")
-    print("breakdown (medians over the calls):")
-    for name, value, n in breakdown(rows):
-        shown = f"{value:8.1f} ms" if value is not None else "       - ms"
-        print(f"  {name:<46} {shown}  (n={n})")
+    print("breakdown (medians over the calls, ms):")
+    last = ""
+    for group, name, value, n in breakdown(rows):
+        if group != last:
+            print(f"  {group}")
+            last = group
+        shown = f"{value:8.1f}" if value is not None else "       -"
+        print(f"    {name:<46} {shown}  (n={n})")
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -526,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"call_bench: the stack did not start: {exc}\n{logs}", file=sys.stderr)
             return 2
         rows = run_calls(stack, args, work / "speech")
+    except BenchError as exc:
+        print(f"call_bench: the run broke off: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("call_bench: interrupted", file=sys.stderr)
         return 130

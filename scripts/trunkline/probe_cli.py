@@ -44,7 +44,7 @@ def _target(args: argparse.Namespace):
     }
     token = args.cxml_token or os.environ.get("TRUNKLINE_CXML_TOKEN", "")
     document = probe.ask_cxml(args.cxml, params, token, ca_file=args.cxml_ca or "")
-    target, instead = probe.resolve_cxml(document, _aliases(args.service), args.transport or "udp")
+    target, instead = probe.resolve_cxml(document, args.aliases, args.transport or "udp")
     if target is not None and args.transport:
         target.transport = args.transport
     return target, instead
@@ -83,6 +83,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             raise UsageError("give either --cxml URL (with --did) or --sip URI")
         if args.cxml and not args.did:
             raise UsageError("--cxml needs --did (the number Cloudonix would ask about)")
+        args.aliases = _aliases(args.service)
         args.caller = normalize_e164(args.caller)
         if args.did:
             args.did = normalize_e164(args.did)
