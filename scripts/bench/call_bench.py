@@ -68,6 +68,8 @@ METRICS = (
 # livekit-sip (zap console encoder): "2025-01-02T03:04:05.678Z\tINFO\t...".
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))")
 SIGNALING = re.compile(r'"(inviteTo\w+Ms)"\s*:\s*"?(-?[\d.]+)')
+# livekit-server's log lines about a call's room (the line names the room).
+SERVER_EVENTS = {"selected node for room": "room_created", "assigned job to worker": "assigned"}
 # livekit-sip's log lines for the steps of an inbound call (first occurrence wins).
 SIP_EVENTS = {
     "processing invite": "invite",
@@ -100,7 +102,7 @@ def summary(values: list[float]) -> dict:
 
 
 def median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+    return round(statistics.median(values), 1) if values else None
 
 
 # --- arguments and the namespace --------------------------------------------------
@@ -247,7 +249,7 @@ class Stack:
         services.wait_for(lambda: services.http_get(url)[0] == 200, 60, "agent", self.agent.proc)
         services.wait_for(lambda: "registered worker" in self.agent_log(), 30, "agent registration")
         # The first call should find a warm process, as every later one does.
-        self.wait_warm(0, 60)
+        self.wait_warm(60)
 
     def agent_log(self) -> str:
         return self.agent.log.read_text(errors="replace")
@@ -255,9 +257,9 @@ class Stack:
     def warm_processes(self) -> int:
         return self.agent_log().count("process initialized")
 
-    def wait_warm(self, jobs_done: int, timeout: float) -> None:
-        """Until the pool holds its idle processes again (each job uses one up)."""
-        need = jobs_done + self.idle
+    def wait_warm(self, timeout: float) -> None:
+        """Until the pool holds its idle processes again (each job it took used one up)."""
+        need = self.agent_log().count("received job request") + self.idle
         services.wait_for(
             lambda: self.warm_processes() >= need, timeout, "agent idle process", self.agent.proc
         )
@@ -293,11 +295,18 @@ class Stack:
 # --- one call and the wait after it ----------------------------------------------------
 
 
-def sip_log_chunk(stack: Stack, offset: int) -> tuple[str, int]:
-    with stack.sip.log.open("rb") as fh:
-        fh.seek(offset)
-        data = fh.read()
-    return data.decode(errors="replace"), offset + len(data)
+class LogReader:
+    """What a service appended to its log since the last read."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, path.stat().st_size
+
+    def read(self) -> str:
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        self.offset += len(data)
+        return data.decode(errors="replace")
 
 
 def log_time(line: str) -> float | None:
@@ -325,7 +334,29 @@ def sip_side(chunk: str) -> dict:
     return out
 
 
-def settle(stack: Stack, room: str, jobs_done: int) -> list[str]:
+def room_events(server_log: str, agent_log: str, room: str) -> dict:
+    """When livekit-server created the call's room and assigned its job, and when the
+    worker got the job request (epoch seconds)."""
+    out: dict = {}
+    if not room:
+        return out
+    tag = f'"room": "{room}"'
+    for line in server_log.splitlines():
+        if tag in line:
+            for text, key in SERVER_EVENTS.items():
+                if text in line and key not in out and log_time(line) is not None:
+                    out[key] = log_time(line)
+    for line in agent_log.splitlines():
+        if tag in line and "received job request" in line:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                out["job_request"] = datetime.fromisoformat(
+                    json.loads(line)["timestamp"]
+                ).timestamp()
+            break
+    return out
+
+
+def settle(stack: Stack, room: str) -> list[str]:
     """Wait (bounded) until the call is fully over; the names of the waits that timed out."""
     late = []
     waits = (
@@ -340,7 +371,7 @@ def settle(stack: Stack, room: str, jobs_done: int) -> list[str]:
             except TimeoutError:
                 late.append(what)
         try:
-            stack.wait_warm(jobs_done, 60)
+            stack.wait_warm(60)
         except TimeoutError:
             late.append("agent idle process")
     except RuntimeError as exc:  # wait_for: the agent worker exited
@@ -351,7 +382,7 @@ def settle(stack: Stack, room: str, jobs_done: int) -> list[str]:
 def failed_result(exc: Exception, args: argparse.Namespace) -> ProbeResult:
     return ProbeResult(
         target="", how="direct", codec=args.codec, transport=args.transport, sipp_exit=-1,
-        final_status=None, final_reason=str(exc), answered_ms=None, agent_joined_ms=None,
+        final_status=None, final_reason="(probe error)", answered_ms=None, agent_joined_ms=None,
         first_agent_audio_ms=None, rtp_in=0, rtp_out=0, speech_in=0, speech_out=0,
         speech_in_after_caller_spoke=0, agent_heard_frames=None, agent_heard_nonsilent=None,
         room="", room_emptied_ms=None, checks={"probe_ran": False}, ok=False, log=str(exc),
@@ -361,7 +392,8 @@ def failed_result(exc: Exception, args: argparse.Namespace) -> ProbeResult:
 def run_calls(stack: Stack, args: argparse.Namespace, cache: Path) -> list[dict]:
     target = Target("127.0.0.1", stack.sip.info["sip_port"], DID, args.transport)
     rows = []
-    offset = stack.sip.log.stat().st_size
+    sip_log, server_log = LogReader(stack.sip.log), LogReader(stack.server.log)
+    agent_log = LogReader(stack.agent.log)
     for i in range(args.calls):
         try:
             result = call(
@@ -371,18 +403,18 @@ def run_calls(stack: Stack, args: argparse.Namespace, cache: Path) -> list[dict]
             )  # fmt: skip
         except (ProbeError, OSError, subprocess.SubprocessError) as exc:
             result = failed_result(exc, args)
-        late = settle(stack, result.room, i + 1)
+        late = settle(stack, result.room)
         # livekit-sip logs the signaling timestamps as the call ends; give it a moment.
-        chunk, new_offset = sip_log_chunk(stack, offset)
+        chunk = sip_log.read()
         deadline = time.monotonic() + 5
         while "signaling timestamps" not in chunk and time.monotonic() < deadline:
             time.sleep(0.1)
-            chunk, new_offset = sip_log_chunk(stack, offset)
-        offset = new_offset
+            chunk += sip_log.read()
         row = {
             "call": i + 1,
             "result": result.as_dict(),
             "sip": sip_side(chunk),
+            "server": room_events(server_log.read(), agent_log.read(), result.room),
             "agent": stack.record_for(result.room) if result.room else None,
             "late": late,
         }
@@ -421,12 +453,12 @@ def breakdown(rows: list[dict]) -> list[tuple[str, str, float | None, int]]:
         if value is not None:
             steps[(group, name)].append(round(value, 1))
 
-    sip, agent, audio = "SIP (livekit-sip)", "agent", "first audio"
+    sip, agent, audio = "SIP (livekit-sip)", "dispatch and agent", "first audio"
     for row in rows:
         r = row["result"]
         # Absolute times (epoch s) of this call's steps; the wire's are placed on the
         # same clock by the INVITE's arrival at livekit-sip ("processing invite").
-        t = {**row["sip"], **(row["agent"] or {})}
+        t = {**row["sip"], **row["server"], **(row["agent"] or {})}
         if t.get("invite") is not None and r["answered_ms"] is not None:
             t["answered"] = t["invite"] + r["answered_ms"] / 1000
             if r["first_agent_audio_ms"] is not None:
@@ -444,7 +476,11 @@ def breakdown(rows: list[dict]) -> list[tuple[str, str, float | None, int]]:
         add(sip, "waiting for the agent to subscribe", ms("waiting", "accepting"))
         add(sip, "INVITE -> 200 OK (livekit-sip's own figure)", t.get("inviteToAcceptMs"))
         add(sip, "INVITE -> 200 OK (on the wire)", r["answered_ms"])
-        add(agent, "INVITE -> job received (dispatch)", ms("invite", "job_received"))
+        add(agent, "INVITE -> room created (livekit-server)", ms("invite", "room_created"))
+        add(agent, "room created -> job request at the worker", ms("room_created", "job_request"))
+        add(agent, "job request -> job assigned (livekit-server)", ms("job_request", "assigned"))
+        add(agent, "job assigned -> job received (entrypoint)", ms("assigned", "job_received"))
+        add(agent, "INVITE -> job received (all of dispatch)", ms("invite", "job_received"))
         add(agent, "job received -> joined (ctx.connect)", ms("job_received", "joined"))
         add(agent, "joined -> track published", ms("joined", "published"))
         add(agent, "published -> greeting started", ms("published", "greeting_started"))
@@ -481,6 +517,19 @@ def report(rows: list[dict], args: argparse.Namespace, wall: float) -> dict:
         "stats_ms": stats,
         "failed": len(failed),
         "failed_checks": dict(checks),
+        "failures": [
+            {
+                "call": row["call"],
+                "final_status": row["result"]["final_status"],
+                "final_reason": row["result"]["final_reason"],
+                "sipp_exit": row["result"]["sipp_exit"],
+                "failed": [k for k, v in row["result"]["checks"].items() if not v],
+                "dispatch_seen": sorted(row["server"]),
+                "log_tail": " | ".join(row["result"]["log"].strip().splitlines()[-3:]),
+            }
+            for row in rows
+            if not row["result"]["ok"]
+        ],
         "late_waits": dict(Counter(w for row in rows for w in row["late"])),
         "goals": goals,
         "breakdown_median_ms": {
@@ -506,6 +555,13 @@ def print_report(rep: dict, rows: list[dict]) -> None:
         print(f"{label:<36} {s['n']:>4} {cells}")
     checks = ", ".join(f"{k} x{n}" for k, n in sorted(rep["failed_checks"].items()))
     print(f"failed calls: {rep['failed']} of {rep['calls']}" + (f" ({checks})" if checks else ""))
+    for f in rep["failures"][:10]:
+        print(
+            f"  call {f['call']}: final status {f['final_status']} {f['final_reason']}, "
+            f"sipp exit {f['sipp_exit']}; failed {', '.join(f['failed'])}; "
+            f"dispatch seen: {', '.join(f['dispatch_seen']) or 'nothing'}"
+            + (f"; {f['log_tail'][:300]}" if f["log_tail"] else "")
+        )
     if rep["late_waits"]:
         late = ", ".join(f"{k} x{n}" for k, n in rep["late_waits"].items())
         print(f"waits between calls that timed out: {late}")
