@@ -221,7 +221,9 @@ class Sniffer:
         self.interface, self.local_ip, self.sip_port = interface, local_ip, sip_port
         self.wire = Wire()
         self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+        # ETH_P_ALL: a socket bound to one protocol (ETH_P_IP) gets only
+        # incoming packets; the kernel hands outgoing ones to ETH_P_ALL taps only.
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003))
         self._sock.bind((interface, 0))
         self._sock.settimeout(0.1)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -244,8 +246,8 @@ class Sniffer:
                 continue
             except OSError:
                 return
-            if loopback and addr[2] == socket.PACKET_OUTGOING:
-                continue  # loopback shows every packet twice
+            if addr[1] != 0x0800 or (loopback and addr[2] == socket.PACKET_OUTGOING):
+                continue  # IPv4 only; loopback shows every packet twice
             with contextlib.suppress(Exception):
                 self._packet(time.time(), data)
 
