@@ -147,8 +147,9 @@ def test_worker_secrets_are_root_only_and_out_of_ps(host):
     worker = host.file("/etc/trunkline-agents/workers/trunkline-agent-1.env")
     assert (worker.user, worker.group, worker.mode) == ("root", "trunkline-agent", 0o640)
     assert secret("livekit_api_secret") not in host.run("ps auxww").stdout
-    user = host.run("ps -o user= -C python3 -C python").stdout.split()
-    assert user and set(user) == {"trunkline-agent"}, user
+    procs = host.run("ps -eo user=,args=").stdout.splitlines()
+    users = {p.split()[0] for p in procs if "/opt/trunkline-agents/venv/bin/python" in p}
+    assert users == {"trunkline-agent"}, procs
 
 
 def test_venv_matches_the_role_constraints(host):

@@ -284,6 +284,10 @@ async def entrypoint(ctx: JobContext) -> None:
     finally:
         record.mark("ended")
         record.save()
+        # A phone call's room has no purpose once the caller hung up: close it
+        # now (LiveKit would wait its departure timeout) and end the job.
+        with contextlib.suppress(Exception):
+            await ctx.delete_room()
         ctx.shutdown("caller left")
 
 
