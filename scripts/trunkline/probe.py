@@ -527,6 +527,7 @@ def call(
     speech_delay_ms: int = 1500,
     hold_ms: int = 6000,
     cache: Path | None = None,
+    source_ip: str = "",
 ) -> ProbeResult:
     """Place one call to ``target`` and measure it (see the module docstring)."""
     sipp = shutil.which("sipp")
@@ -541,6 +542,7 @@ def call(
     except ValueError:
         host_ip = socket.gethostbyname(target.host)
     interface, local_ip = route_to(host_ip)
+    local_ip = source_ip or local_ip  # e.g. a caller outside the trunk's allowed_addresses
     cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trunkline"
     speech = speech_file(codec, speech_text, cache)
     kind = socket.SOCK_DGRAM if target.transport == "udp" else socket.SOCK_STREAM
