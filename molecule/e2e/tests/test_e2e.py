@@ -147,7 +147,7 @@ def test_worker_secrets_are_root_only_and_out_of_ps(host):
     worker = host.file("/etc/trunkline-agents/workers/trunkline-agent-1.env")
     assert (worker.user, worker.group, worker.mode) == ("root", "trunkline-agent", 0o640)
     assert secret("livekit_api_secret") not in host.run("ps auxww").stdout
-    procs = host.run("ps -eo user=,args=").stdout.splitlines()
+    procs = host.run("ps -eo user:32=,args=").stdout.splitlines()
     users = {p.split()[0] for p in procs if "/opt/trunkline-agents/venv/bin/python" in p}
     assert users == {"trunkline-agent"}, procs
 
