@@ -235,3 +235,60 @@ def start_livekit_sip(workdir: Path, redis: Service, server: Service) -> Service
         lambda: http_get(f"http://127.0.0.1:{health_port}/")[0] == 200, 30, "livekit-sip", svc.proc
     )
     return svc
+
+
+EXAMPLE_AGENT = ROOT / "roles/livekit_agents/files/example_agent/agent.py"
+
+
+def agent_telephony(did: str, agent_name: str) -> dict:
+    """A telephony.yml: one inbound trunk for ``did`` from loopback, and a rule giving
+    each caller a room of their own with ``agent_name`` dispatched."""
+    return {
+        "inbound_trunks": [
+            {"name": "agent-in", "numbers": [did], "allowed_addresses": ["127.0.0.1/32"]}
+        ],
+        "dispatch_rules": [
+            {
+                "name": "agent-rule",
+                "trunks": ["agent-in"],
+                "type": "individual",
+                "room_prefix": "call-",
+                "called_numbers": [did],
+                "agents": [{"name": agent_name}],
+            }
+        ],
+    }
+
+
+def start_agent(
+    workdir: Path, server: Service, python: str, agent_name: str, idle: int = 1
+) -> Service:
+    """The example agent (offline mode) as a real livekit-agents worker, registered
+    with ``server`` under ``agent_name``; its job records go to info["records"]."""
+    records = workdir / "records"
+    records.mkdir(parents=True, exist_ok=True)
+    health = free_port()
+    info = server.info
+    env = {
+        "LIVEKIT_URL": info["ws_url"],
+        "LIVEKIT_API_KEY": info["api_key"],
+        "LIVEKIT_API_SECRET": info["api_secret"],
+        "LIVEKIT_AGENT_NAME": agent_name,
+        "TRUNKLINE_AGENT_HEALTH_PORT": str(health),
+        "TRUNKLINE_AGENT_RECORD_DIR": str(records),
+        # These hosts share 2 cores with the rest of the stack (upstream default 0.7).
+        "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.99",
+        "TRUNKLINE_AGENT_IDLE_PROCESSES": str(idle),
+    }
+    svc = _spawn("agent", [python, str(EXAMPLE_AGENT), "start"], workdir, env)
+    svc.info.update(records=records, health_port=health)
+    url = f"http://127.0.0.1:{health}/"
+    wait_for(lambda: http_get(url)[0] == 200, 60, "agent", svc.proc)
+    # The worker registers with the server shortly after its health port opens.
+    wait_for(
+        lambda: "registered worker" in svc.log.read_text(errors="replace"),
+        30,
+        "agent registration",
+        svc.proc,
+    )
+    return svc

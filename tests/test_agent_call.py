@@ -17,7 +17,6 @@ from trunkline.telephony.livekit import Connection
 
 import services
 
-AGENT = services.ROOT / "roles/livekit_agents/files/example_agent/agent.py"
 AGENT_NAME = "trunkline-test-agent"
 DID = "+12127773456"
 
@@ -40,23 +39,8 @@ def conn(livekit_server, livekit_sip):
 
 @pytest.fixture(scope="module")
 def telephony(conn, tmp_path_factory):
-    data = {
-        "inbound_trunks": [
-            {"name": "agent-in", "numbers": [DID], "allowed_addresses": ["127.0.0.1/32"]}
-        ],
-        "dispatch_rules": [
-            {
-                "name": "agent-rule",
-                "trunks": ["agent-in"],
-                "type": "individual",
-                "room_prefix": "call-",
-                "called_numbers": [DID],
-                "agents": [{"name": AGENT_NAME}],
-            }
-        ],
-    }
     path = tmp_path_factory.mktemp("tel") / "telephony.yml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(services.agent_telephony(DID, AGENT_NAME)))
     env = {
         "LIVEKIT_URL": conn.url,
         "LIVEKIT_API_KEY": conn.api_key,
@@ -69,32 +53,8 @@ def telephony(conn, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def agent(livekit_server, telephony, tmp_path_factory):
-    work = tmp_path_factory.mktemp("agent")
-    records = work / "records"
-    records.mkdir()
-    health = services.free_port()
-    info = livekit_server.info
-    env = {
-        "LIVEKIT_URL": info["ws_url"],
-        "LIVEKIT_API_KEY": info["api_key"],
-        "LIVEKIT_API_SECRET": info["api_secret"],
-        "LIVEKIT_AGENT_NAME": AGENT_NAME,
-        "TRUNKLINE_AGENT_HEALTH_PORT": str(health),
-        "TRUNKLINE_AGENT_RECORD_DIR": str(records),
-        "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.99",
-        "TRUNKLINE_AGENT_IDLE_PROCESSES": "1",
-    }
-    svc = services._spawn("agent", [agent_python(), str(AGENT), "start"], work, env)
-    svc.info.update(records=records, health_port=health)
-    services.wait_for(
-        lambda: services.http_get(f"http://127.0.0.1:{health}/")[0] == 200, 60, "agent", svc.proc
-    )
-    # The worker registers with the server shortly after its health port opens.
-    services.wait_for(
-        lambda: "registered worker" in svc.log.read_text(errors="replace"),
-        30,
-        "agent registration",
-        svc.proc,
+    svc = services.start_agent(
+        tmp_path_factory.mktemp("agent"), livekit_server, agent_python(), AGENT_NAME
     )
     yield svc
     svc.stop()

@@ -54,7 +54,6 @@ from trunkline.telephony.livekit import Connection  # noqa: E402
 
 import services  # noqa: E402 - tests/ holds the service starters shared with pytest
 
-AGENT = ROOT / "roles/livekit_agents/files/example_agent/agent.py"
 NETNS = ROOT / "scripts/testbed/netns.sh"
 AGENT_NAME = "trunkline-bench-agent"
 DID = "+12127773456"
@@ -198,21 +197,7 @@ class Stack:
                 svc.stop()
 
     def apply_telephony(self) -> None:
-        data = {
-            "inbound_trunks": [
-                {"name": "bench-in", "numbers": [DID], "allowed_addresses": ["127.0.0.1/32"]}
-            ],
-            "dispatch_rules": [
-                {
-                    "name": "bench-rule",
-                    "trunks": ["bench-in"],
-                    "type": "individual",
-                    "room_prefix": "call-",
-                    "called_numbers": [DID],
-                    "agents": [{"name": AGENT_NAME}],
-                }
-            ],
-        }
+        data = services.agent_telephony(DID, AGENT_NAME)
         path = self.work / "telephony.yml"
         path.write_text(json.dumps(data))  # JSON is YAML
         os.environ.update(
@@ -227,27 +212,13 @@ class Stack:
             raise BenchError(f"telephony apply failed ({rc}):\n{out.getvalue()}")
 
     def start_agent(self) -> None:
-        work = self.work / "agent"
-        work.mkdir()
-        self.records = work / "records"
-        self.records.mkdir()
-        self.health = services.free_port()
-        info = self.server.info
-        env = {
-            "LIVEKIT_URL": info["ws_url"],
-            "LIVEKIT_API_KEY": info["api_key"],
-            "LIVEKIT_API_SECRET": info["api_secret"],
-            "LIVEKIT_AGENT_NAME": AGENT_NAME,
-            "TRUNKLINE_AGENT_HEALTH_PORT": str(self.health),
-            "TRUNKLINE_AGENT_RECORD_DIR": str(self.records),
-            "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.99",
-            "TRUNKLINE_AGENT_IDLE_PROCESSES": str(self.idle),
-        }
-        argv = [self.agent_python, str(AGENT), "start"]
-        self.agent = self._add(services._spawn("agent", argv, work, env))
-        url = f"http://127.0.0.1:{self.health}/"
-        services.wait_for(lambda: services.http_get(url)[0] == 200, 60, "agent", self.agent.proc)
-        services.wait_for(lambda: "registered worker" in self.agent_log(), 30, "agent registration")
+        self.agent = self._add(
+            services.start_agent(
+                self.work / "agent", self.server, self.agent_python, AGENT_NAME, self.idle
+            )
+        )
+        self.records = self.agent.info["records"]
+        self.health = self.agent.info["health_port"]
         # The first call should find a warm process, as every later one does.
         self.wait_warm(60)
 

@@ -95,11 +95,12 @@ def test_a_call_reaches_the_agent_and_both_sides_hear_each_other(
 
 
 def _job_record(host, room: str) -> dict | None:
-    out = host.run("cat /var/lib/trunkline-agents/records/*.json")
-    for chunk in out.stdout.replace("}{", "}\n\0{").split("\n\0"):
-        data = json.loads(chunk)
-        if data["room"] == room:
-            return data
+    """The example agent's record of the job in ``room`` (one JSON file per job)."""
+    for path in host.run("ls /var/lib/trunkline-agents/records/").stdout.split():
+        if path.endswith(".json"):
+            data = json.loads(host.file(f"/var/lib/trunkline-agents/records/{path}").content_string)
+            if data["room"] == room:
+                return data
     return None
 
 

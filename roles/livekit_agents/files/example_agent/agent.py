@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import io
 import json
 import logging
 import math
@@ -70,8 +71,6 @@ def synthesize(text: str) -> list[rtc.AudioFrame]:
         capture_output=True,
         timeout=30,
     ).stdout
-    import io
-
     with wave.open(io.BytesIO(wav_bytes)) as wav:
         rate, pcm = wav.getframerate(), wav.readframes(wav.getnframes())
     resampler = rtc.AudioResampler(rate, SAMPLE_RATE, num_channels=1)
