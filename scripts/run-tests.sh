@@ -31,29 +31,47 @@ done
 
 # Count test cases across every junit file (pytest and molecule's verifiers);
 # a suite that failed outside its test cases (create, converge, idempotence)
-# counts as one failure more.
-read -r passed failed < <(python3 - "$results" <<'PY'
+# counts as one failure more. Failed cases are named (with the first line of
+# their message) so the last lines of a CI log say what broke.
+counts=$(python3 - "$results" <<'PY'
 import sys, pathlib, xml.etree.ElementTree as ET
 root = pathlib.Path(sys.argv[1])
 p = f = 0
 cases_failed = {}
-for path in root.glob("*.xml"):
+names = []
+for path in sorted(root.glob("*.xml")):
     n = 0
     for case in ET.parse(path).iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
+        bad = case.find("failure")
+        if bad is None:
+            bad = case.find("error")
+        if bad is not None:
             n += 1
+            msg = (bad.get("message") or "").strip().splitlines()
+            names.append(f"{path.stem}: {case.get('classname', '')}::{case.get('name', '')}"
+                         + (f" - {msg[0][:160]}" if msg else ""))
         elif case.find("skipped") is None:
             p += 1
     f += n
     cases_failed[str(path)] = n
 failed_suites = root / "failed-suites"
 if failed_suites.exists():
-    f += sum(1 for s in failed_suites.read_text().split() if not cases_failed.get(s))
+    for s in failed_suites.read_text().split():
+        if not cases_failed.get(s):
+            f += 1
+            names.append(f"{pathlib.Path(s).stem}: failed outside its test cases (see its log above)")
 print(p, f)
+for name in names:
+    print(name)
 PY
 )
+read -r passed failed <<<"$(head -n1 <<<"$counts")"
 echo
 echo "Summary ($((SECONDS - t_all)) s):"
 printf '  %s\n' "${lines[@]}"
+if [ "$failed" -gt 0 ]; then
+  echo "failed:"
+  tail -n +2 <<<"$counts" | sed 's/^/  /'
+fi
 echo "summary: $passed passed, $failed failed"
 [ "$failed_suites" -eq 0 ]

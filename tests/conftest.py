@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -48,13 +49,39 @@ def livekit_sip(workdir, redis_service, livekit_server):
     yield from _run(services.start_livekit_sip, workdir, redis_service, livekit_server)
 
 
+AGENT_NAME = "trunkline-test-agent"
+
+
+def agent_python() -> str:
+    """The agent runtime venv `make venv` builds beside the toolchain venv."""
+    python = os.environ.get("TRUNKLINE_AGENT_PYTHON") or str(
+        services.ROOT / ".venv-agent/bin/python"
+    )
+    if not Path(python).exists():
+        pytest.fail(f"{python} is missing: run `make venv` (it builds .venv-agent)")
+    return python
+
+
+@pytest.fixture(scope="session")
+def agent_worker(tmp_path_factory, livekit_server):
+    """The example agent as a real livekit-agents worker named AGENT_NAME
+    (shared by the inbound and the outbound call tests)."""
+    yield from _run(
+        services.start_agent,
+        tmp_path_factory.mktemp("agent"),
+        livekit_server,
+        agent_python(),
+        AGENT_NAME,
+    )
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On failure, attach the last log lines of every service the test used."""
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for name in ("redis_service", "livekit_server", "livekit_sip"):
+        for name in ("redis_service", "livekit_server", "livekit_sip", "agent_worker"):
             svc = item.funcargs.get(name) if hasattr(item, "funcargs") else None
             if svc is not None:
                 report.sections.append((f"{svc.name} log", svc.log_tail()))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,19 +15,9 @@ from trunkline.probe import Target, call
 from trunkline.telephony.livekit import Connection
 
 import services
+from conftest import AGENT_NAME
 
-AGENT_NAME = "trunkline-test-agent"
 DID = "+12127773456"
-
-
-def agent_python() -> str:
-    """The agent runtime venv `make venv` builds beside the toolchain venv."""
-    python = os.environ.get("TRUNKLINE_AGENT_PYTHON") or str(
-        services.ROOT / ".venv-agent/bin/python"
-    )
-    if not Path(python).exists():
-        pytest.fail(f"{python} is missing: run `make venv` (it builds .venv-agent)")
-    return python
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +41,8 @@ def telephony(conn, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def agent(livekit_server, telephony, tmp_path_factory):
-    svc = services.start_agent(
-        tmp_path_factory.mktemp("agent"), livekit_server, agent_python(), AGENT_NAME
-    )
-    yield svc
-    svc.stop()
+def agent(agent_worker, telephony):
+    return agent_worker
 
 
 @pytest.mark.parametrize(("codec", "transport"), [("pcmu", "udp"), ("pcma", "tcp")])
@@ -65,7 +50,7 @@ def test_caller_and_agent_hear_each_other(conn, livekit_sip, agent, codec, trans
     target = Target("127.0.0.1", livekit_sip.info["sip_port"], DID, transport)
     result = call(target, "+12125550101", codec=codec, conn=conn, cache=tmp_path)
     print(json.dumps(result.as_dict(), indent=1))
-    assert result.final_status == 200, result.log
+    assert result.final_status == 200, f"capture drops {result.capture_drops}\n{result.log}"
     assert result.checks["agent_joined"], agent.log_tail()
     assert result.speech_in > 10, "the caller heard no speech from the agent"
     assert result.agent_heard_nonsilent and result.agent_heard_nonsilent > 10

@@ -356,7 +356,8 @@ def failed_result(exc: Exception, args: argparse.Namespace) -> ProbeResult:
         final_status=None, final_reason="(probe error)", answered_ms=None, agent_joined_ms=None,
         first_agent_audio_ms=None, rtp_in=0, rtp_out=0, speech_in=0, speech_out=0,
         speech_in_after_caller_spoke=0, agent_heard_frames=None, agent_heard_nonsilent=None,
-        room="", room_emptied_ms=None, checks={"probe_ran": False}, ok=False, log=str(exc),
+        room="", room_emptied_ms=None, capture_drops=0, checks={"probe_ran": False}, ok=False,
+        log=str(exc),
     )  # fmt: skip
 
 

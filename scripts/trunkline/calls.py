@@ -19,13 +19,28 @@ from trunkline.errors import TrunklineError
 from trunkline.telephony.livekit import Connection, LiveKit, describe_error
 from trunkline.telephony.state import DEFAULT_OWNER, unwrap_metadata
 
+BUSY = {486, 600}  # Busy Here, Busy Everywhere
+NO_ANSWER = {408, 480, 487}  # Request Timeout, Temporarily Unavailable, Request Terminated
+
 
 class CallFailed(TrunklineError):
-    """The far end or LiveKit refused the call; ``sip_status`` says how, when known."""
+    """The far end or LiveKit refused the call; ``sip_status`` says how, when known,
+    and ``outcome`` sorts it for scripts: busy, no-answer, rejected or failed."""
 
-    def __init__(self, message: str, sip_status: int | None = None, reason: str = ""):
+    def __init__(
+        self, message: str, sip_status: int | None = None, reason: str = "", outcome: str = ""
+    ):
         super().__init__(message)
         self.sip_status, self.reason = sip_status, reason
+        self.outcome = outcome or outcome_of(sip_status)
+
+
+def outcome_of(sip_status: int | None) -> str:
+    if sip_status in BUSY:
+        return "busy"
+    if sip_status in NO_ANSWER:
+        return "no-answer"
+    return "rejected" if sip_status else "failed"
 
 
 @dataclass
@@ -82,10 +97,21 @@ async def _place(lk: LiveKit, call: Call, wait: bool, ring_timeout: int, owner: 
         ) from None
     except Exception as exc:
         await _delete_room(lk, call.room)
+        if wait and _timed_out(exc):
+            # livekit-sip cancels the INVITE (CANCEL, 487) when ringing_timeout passes.
+            raise CallFailed(
+                f"call to {call.number}: no answer within {ring_timeout} s",
+                outcome="no-answer",
+            ) from None
         raise CallFailed(f"call to {call.number} failed: {describe_error(exc)}") from None
     call.participant_id, call.sip_call_id = info.participant_id, info.sip_call_id
     call.answered = wait
     return call
+
+
+def _timed_out(exc: Exception) -> bool:
+    code = getattr(exc, "code", "")
+    return code in ("deadline_exceeded", "canceled") or "timed out" in str(exc)
 
 
 async def _delete_room(lk: LiveKit, room: str) -> None:

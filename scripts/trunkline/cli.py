@@ -197,7 +197,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except CallFailed as exc:
         if args.json:
-            print(json.dumps({"status": "failed", "sip_status": exc.sip_status,
+            print(json.dumps({"status": exc.outcome, "sip_status": exc.sip_status,
                               "reason": exc.reason, "error": str(exc)}, indent=2))  # fmt: skip
         else:
             print(f"trunkline: {exc}", file=sys.stderr)
@@ -351,7 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
             "far end answers; a busy, unanswered or refused call prints the SIP status and "
             "reason, and the room is deleted."
         ),
-        epilog="Exit codes: 0 answered (or dialing, without --wait), 1 call failed, 2 usage error.",
+        epilog=(
+            "Exit codes: 0 answered (or dialing, without --wait), 1 call failed, 2 usage "
+            "error. With --json a failed call prints status busy (486/600), no-answer "
+            "(ring timeout, 408/480/487), rejected (any other SIP status) or failed (no SIP "
+            "status: LiveKit or the network), with sip_status and reason."
+        ),
     )
     p_call.add_argument("number", help="the number to call, E.164 (+ country code)")
     p_call.add_argument("--trunk", required=True, help="outbound trunk name")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import ipaddress
 import math
@@ -212,18 +213,66 @@ class Wire:
     speech_in_times: list = field(default_factory=list)
     payload_types_in: set = field(default_factory=set)
     max_rms_in: float = 0.0
+    capture_drops: int = 0
+    invites: int = 0
+    challenges: int = 0  # 401/407 answers to an INVITE (digest auth)
+    bye_by_us: bool = False
+
+
+SO_ATTACH_FILTER, SO_RCVBUFFORCE, SOL_PACKET, PACKET_STATISTICS = 26, 33, 263, 6
+CAPTURE_BUFFER = 16 << 20
+
+
+def _bpf_udp_or_tcp_port(port: int) -> tuple[bytes, ctypes.Array]:
+    """Classic BPF (struct sock_fprog) on an IPv4 packet (SOCK_DGRAM: no link header):
+    keep every UDP packet (SIP over UDP, RTP) and TCP packets to or from ``port``.
+    Returns the ``struct sock_fprog`` and the buffer it points to."""
+    accept, drop = 9, 8
+    code = [  # (opcode, jump if true, jump if false, k); jumps count from the next one
+        (0x30, 0, 0, 9),  # 0 ldb [9]            IP protocol
+        (0x15, accept - 2, 0, 17),  # 1 jeq #17  UDP: keep
+        (0x15, 0, drop - 3, 6),  # 2 jeq #6      not TCP: drop
+        (0xB1, 0, 0, 0),  # 3 ldxb 4*([0]&0xf)   x = IP header length
+        (0x48, 0, 0, 0),  # 4 ldh [x+0]          TCP source port
+        (0x15, accept - 6, 0, port),  # 5 jeq #port
+        (0x48, 0, 0, 2),  # 6 ldh [x+2]          TCP destination port
+        (0x15, accept - 8, drop - 8, port),  # 7 jeq #port
+        (0x06, 0, 0, 0),  # 8 ret #0             drop
+        (0x06, 0, 0, 0x40000),  # 9 ret #262144 keep the whole packet
+    ]
+    program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in code))
+    # The kernel copies the program during setsockopt; the caller keeps ``program`` until then.
+    return struct.pack("HL", len(code), ctypes.addressof(program)), program
+
+
+def _sdp_audio_port(payload: bytes) -> int | None:
+    for line in payload.decode(errors="replace").splitlines():
+        if line.startswith("m=audio "):
+            return int(line.split()[1])
+    return None
 
 
 class Sniffer:
-    """Timestamps SIP and RTP between ``local`` (our IP, SIP port) and the target."""
+    """Timestamps SIP and RTP between ``local`` (our IP, SIP port) and the far end."""
 
-    def __init__(self, interface: str, local_ip: str, sip_port: int):
+    def __init__(self, interface: str, local_ip: str, sip_port: int, uas: bool = False):
         self.interface, self.local_ip, self.sip_port = interface, local_ip, sip_port
+        self.uas = uas
         self.wire = Wire()
         self._stop = threading.Event()
         # ETH_P_ALL: a socket bound to one protocol (ETH_P_IP) gets only
         # incoming packets; the kernel hands outgoing ones to ETH_P_ALL taps only.
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003))
+        # On loopback every local packet (WebRTC between LiveKit's services, API
+        # polling, Redis) passes this socket: let the kernel drop what is not
+        # ours, and give the rest room, so a burst while Python is busy cannot
+        # overflow the socket and lose the 200 OK.
+        fprog, _program = _bpf_udp_or_tcp_port(sip_port)
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER)
+        except OSError:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER)
         self._sock.bind((interface, 0))
         self._sock.settimeout(0.1)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -235,6 +284,10 @@ class Sniffer:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        with contextlib.suppress(OSError):
+            # struct tpacket_stats {packets, drops}: what the kernel could not queue.
+            stats = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            self.wire.capture_drops = struct.unpack("II", stats)[1]
         self._sock.close()
 
     def _run(self) -> None:
@@ -276,25 +329,31 @@ class Sniffer:
                 self._rtp(now, payload, incoming=False)
 
     def _sip(self, now: float, payload: bytes, outgoing: bool) -> None:
+        """The caller's view (``uas`` False: we send the INVITE) or the callee's."""
         w = self.wire
         for message in payload.split(b"\r\n\r\n"):
             head = message[:16]
-            if outgoing and head.startswith(b"INVITE ") and w.invite_sent is None:
-                w.invite_sent = now
-                text = payload.decode(errors="replace")
-                for line in text.splitlines():
-                    if line.startswith("m=audio "):
-                        w.local_rtp_port = int(line.split()[1])
-            elif outgoing and head.startswith(b"BYE ") and w.bye_sent is None:
-                w.bye_sent = now
-            elif not outgoing and head.startswith(b"SIP/2.0 ") and b" INVITE" in message:
+            if head.startswith(b"INVITE ") and outgoing != self.uas:
+                w.invites += 1
+                if w.invite_sent is None:
+                    w.invite_sent = now
+                    if not self.uas:
+                        w.local_rtp_port = _sdp_audio_port(payload) or w.local_rtp_port
+            elif head.startswith(b"BYE ") and w.bye_sent is None:
+                w.bye_sent, w.bye_by_us = now, outgoing
+            elif head.startswith(b"SIP/2.0 ") and outgoing == self.uas and b" INVITE" in message:
                 status_line = message.split(b"\r\n", 1)[0].decode(errors="replace")
                 code = int(status_line.split()[1])
+                if code in (401, 407):
+                    w.challenges += 1
+                    continue
                 if code >= 200 and w.final_status is None:
                     w.final_status = code
                     w.final_reason = status_line.split(" ", 2)[2] if " " in status_line else ""
                     if code == 200:
                         w.answered = now
+                        if self.uas:
+                            w.local_rtp_port = _sdp_audio_port(payload) or w.local_rtp_port
 
     def _rtp(self, now: float, payload: bytes, incoming: bool) -> None:
         w = self.wire
@@ -441,13 +500,16 @@ class RoomWatch:
     room_empty_after_bye: float | None = None
 
 
-async def _watch_room(conn, caller: str, done: threading.Event, wire: Wire) -> RoomWatch:
-    """Find the room holding our SIP participant; note the agent; wait for it to empty."""
+async def _watch_room(
+    conn, caller: str, done: threading.Event, wire: Wire, room: str = ""
+) -> RoomWatch:
+    """Find the room holding our SIP participant (or watch ``room``); note the
+    agent; wait for the room to empty."""
     from livekit import api
 
     from trunkline.telephony.livekit import LiveKit
 
-    watch = RoomWatch()
+    watch = RoomWatch(room=room)
     kinds = api.ParticipantInfo.Kind
     deadline = time.monotonic() + 120
     async with LiveKit(conn) as lk:
@@ -461,9 +523,14 @@ async def _watch_room(conn, caller: str, done: threading.Event, wire: Wire) -> R
                         if p.kind == kinds.SIP and p.attributes.get("sip.phoneNumber") == caller:
                             watch.room, watch.sip_participant = room.name, p.identity
             if watch.room:
-                people = await lk.room.list_participants(
-                    api.ListParticipantsRequest(room=watch.room)
-                )
+                try:
+                    people = await lk.room.list_participants(
+                        api.ListParticipantsRequest(room=watch.room)
+                    )
+                except api.TwirpError as exc:
+                    if exc.code != "not_found":
+                        raise
+                    people = api.ListParticipantsResponse()  # not created yet, or deleted
                 agents = [p for p in people.participants if p.kind == kinds.AGENT]
                 if agents:
                     a = agents[0]
@@ -506,6 +573,7 @@ class ProbeResult:
     agent_heard_nonsilent: int | None
     room: str
     room_emptied_ms: float | None
+    capture_drops: int
     checks: dict[str, bool]
     ok: bool
     log: str = ""
@@ -618,6 +686,7 @@ def call(
         agent_heard_nonsilent=nonsilent,
         room=watch.room,
         room_emptied_ms=_ms(watch.room_empty_after_bye, w.bye_sent),
+        capture_drops=w.capture_drops,
         checks=checks,
         ok=all(checks.values()),
         log=(proc.stdout[-2000:] + errors[-2000:]) if proc.returncode else "",

@@ -66,6 +66,9 @@ def _print_text(r) -> None:
         print(f"  agent heard {r.agent_heard_frames} frames, {r.agent_heard_nonsilent} not silent")
     if r.room_emptied_ms is not None:
         print(f"  room empty {r.room_emptied_ms:.0f} ms after BYE")
+    if r.capture_drops:
+        print(f"  warning: the packet socket dropped {r.capture_drops} packets; "
+              "wire figures may be incomplete")  # fmt: skip
     both = r.checks.get("caller_heard_agent") and r.checks.get("agent_heard_caller", True)
     failed = [k for k, v in r.checks.items() if not v]
     print(f"  audio both ways {'OK' if both else 'FAILED'}; "

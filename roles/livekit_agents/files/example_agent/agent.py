@@ -162,6 +162,31 @@ async def play(source: rtc.AudioSource, frames: list[rtc.AudioFrame]) -> None:
     await source.wait_for_playout()
 
 
+async def answered(ctx: JobContext, caller: rtc.RemoteParticipant) -> None:
+    """Return once the phone call is up. An outbound call's SIP participant
+    joins while it is still dialing or ringing (``sip.callStatus``); a greeting
+    played then would be lost, as no audio reaches the far end before it answers."""
+    status = caller.attributes.get("sip.callStatus", "active")
+    if status in ("active", "automation", ""):
+        return
+    up = asyncio.Event()
+
+    def changed(_attrs: dict, p: rtc.Participant) -> None:
+        if p.identity == caller.identity and p.attributes.get("sip.callStatus") in (
+            "active",
+            "hangup",
+        ):
+            up.set()
+
+    ctx.room.on("participant_attributes_changed", changed)
+    ctx.room.on(
+        "participant_disconnected", lambda p: up.set() if p.identity == caller.identity else None
+    )
+    if caller.attributes.get("sip.callStatus") in ("active", "hangup"):
+        return  # changed before the handler was in place
+    await up.wait()
+
+
 async def offline_session(ctx: JobContext, record: Record) -> None:
     source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=200)
     track = rtc.LocalAudioTrack.create_audio_track("agent-voice", source)
@@ -173,6 +198,10 @@ async def offline_session(ctx: JobContext, record: Record) -> None:
     record.data["caller"] = caller.identity
     record.data["caller_kind"] = int(caller.kind)
     record.mark("caller_present")
+    await answered(ctx, caller)
+    if caller.identity not in ctx.room.remote_participants:
+        return  # the call never came up (no answer, busy, cancelled)
+    record.mark("caller_answered")
 
     speaker: asyncio.Queue[list[rtc.AudioFrame]] = asyncio.Queue()
 
