@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -211,7 +212,7 @@ def start_livekit_sip(workdir: Path, redis: Service, server: Service) -> Service
     binary = extract(
         ARTIFACTS / f"livekit-sip_{version}_linux_amd64.tar.gz", workdir / "sip", "livekit-sip"
     )
-    sip_port, health_port = free_udp_tcp_port("127.0.0.1"), free_port()
+    sip_port, health_port, metrics_port = free_udp_tcp_port("127.0.0.1"), free_port(), free_port()
     rtp_start = 21000 + (os.getpid() % 4000)
     config = {
         "api_key": server.info["api_key"],
@@ -224,17 +225,43 @@ def start_livekit_sip(workdir: Path, redis: Service, server: Service) -> Service
         "nat_1_to_1_ip": "127.0.0.1",
         "listen_ip": "127.0.0.1",
         "health_port": health_port,
+        "prometheus_port": metrics_port,
         "logging": {"level": "info"},
     }
     path = workdir / "sip.yaml"
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     svc = _spawn("livekit-sip", [str(binary), "--config", str(path)], workdir)
-    svc.info.update(sip_port=sip_port, health_port=health_port, binary=binary)
+    svc.info.update(
+        sip_port=sip_port, health_port=health_port, metrics_port=metrics_port, binary=binary
+    )
     wait_for(
         lambda: http_get(f"http://127.0.0.1:{health_port}/")[0] == 200, 30, "livekit-sip", svc.proc
     )
     return svc
+
+
+def metrics(port: int) -> list[tuple[str, dict[str, str], float]]:
+    """Prometheus text from 127.0.0.1:port as (name, labels, value) samples."""
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    if status != 200:
+        raise RuntimeError(f"metrics on port {port}: HTTP {status}")
+    samples = []
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        pairs = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels)
+        samples.append((name, dict(pairs), float(value)))
+    return samples
+
+
+def metric(samples, name: str, **labels: str) -> float:
+    """The sum of ``name`` over the samples whose labels include ``labels``."""
+    return sum(
+        v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())
+    )
 
 
 EXAMPLE_AGENT = ROOT / "roles/livekit_agents/files/example_agent/agent.py"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
@@ -65,3 +66,127 @@ def reject_scenario(workdir: Path, status: int, reason: str) -> Path:
     path = workdir / f"uas_reject_{status}.xml"
     path.write_text(text.replace("@STATUS@", str(status)).replace("@REASON@", reason))
     return path
+
+
+# --- a caller LiveKit should refuse ------------------------------------------
+
+REFUSALS = (400, 401, 403, 404, 480, 486, 488, 500, 503, 603)
+
+INVITE = """  <send>
+    <![CDATA[
+      INVITE sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+12125550177@[local_ip]:[local_port]>;tag=[call_number]
+      To: <sip:@NUMBER@@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: @CSEQ@ INVITE
+      Contact: <sip:+12125550177@[local_ip]:[local_port]>
+      Max-Forwards: 70
+@AUTH@      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=stray 1 1 IN IP4 [local_ip]
+      s=stray
+      c=IN IP4 [local_ip]
+      t=0 0
+      m=audio 40000 RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+"""
+
+ACK = """  <send>
+    <![CDATA[
+      ACK sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:+12125550177@[local_ip]:[local_port]>;tag=[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: @CSEQ@ ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+
+def refused_scenario(
+    workdir: Path, number: str, auth: tuple[str, str] | None, wait_ms: int
+) -> Path:
+    """A caller that sends one INVITE (and, given ``auth``, answers a 407/401
+    challenge once), ACKs any refusal, and ends after ``wait_ms`` without an
+    answer: LiveKit drops some INVITEs without a word. What came back is read
+    from the wire (trunkline.probe.Sniffer), not from sipp's exit code."""
+
+    def attempt(cseq: int, challenge_next: str) -> str:
+        head = INVITE.replace("@CSEQ@", str(cseq))
+        head = head.replace(
+            "@AUTH@",
+            "      [authentication username=@USER@ password=@PASSWORD@]\n" if cseq > 1 else "",
+        )
+        group = ""
+        if challenge_next:
+            for code in (401, 407):
+                group += (
+                    f'  <recv response="{code}" optional="true" auth="true" '
+                    f'next="{challenge_next}"/>\n'
+                )
+        for code in REFUSALS:
+            if challenge_next and code == 401:
+                continue
+            group += f'  <recv response="{code}" optional="true" next="refused{cseq}"/>\n'
+        group += '  <recv response="200"/>\n'
+        group += '  <nop next="end"/>\n'
+        refused = f'  <label id="refused{cseq}"/>\n' + ACK.replace("@CSEQ@", str(cseq))
+        refused += '  <nop next="end"/>\n'
+        return head + group + refused
+
+    body = attempt(1, "challenged" if auth else "")
+    if auth:
+        body += '  <label id="challenged"/>\n' + ACK.replace("@CSEQ@", "1")
+        body += attempt(2, "")
+    body += '  <label id="end"/>\n'
+    text = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+    text += f'<scenario name="stray">\n{body}</scenario>\n'
+    text = text.replace("@NUMBER@", number)
+    if auth:
+        text = text.replace("@USER@", auth[0]).replace("@PASSWORD@", auth[1])
+    path = workdir / "stray.xml"
+    path.write_text(text)
+    return path
+
+
+def stray_invite(
+    sip_port: int,
+    number: str,
+    workdir: Path,
+    source_ip: str = "127.0.0.1",
+    auth: tuple[str, str] | None = None,
+    wait_ms: int = 4000,
+):
+    """Send one INVITE to livekit-sip on 127.0.0.1; returns the probe's Wire:
+    ``final_statuses`` lists every final answer that came back (none if dropped)."""
+    from trunkline.probe import Sniffer
+
+    sipp = shutil.which("sipp")
+    if not sipp:
+        raise RuntimeError("sipp (Debian's sip-tester) is missing: run `make testbed`")
+    scenario = refused_scenario(workdir, number, auth, wait_ms)
+    port = free_udp_tcp_port(source_ip)
+    with Sniffer("lo", source_ip, port) as sniffer:
+        subprocess.run(
+            [sipp, f"127.0.0.1:{sip_port}", "-sf", str(scenario), "-t", "u1",
+             "-i", source_ip, "-p", str(port), "-m", "1", "-nostdin", "-nr",
+             # sipp waits on the first (optional) recv, whose timeout it would take:
+             # a global one, ending the call without a CANCEL (-nd), is simpler.
+             "-recv_timeout", str(wait_ms), "-nd", "-timeout", f"{wait_ms // 1000 + 20}s"],
+            capture_output=True, text=True, timeout=wait_ms / 1000 + 30, cwd=workdir, check=False,
+        )  # fmt: skip
+        time.sleep(0.1)
+    return sniffer.wire

@@ -729,3 +729,29 @@ def test_real_livekit_sip_stopping_sends_callers_to_the_fallback(tmp_path):
     finally:
         for svc in reversed(started):
             svc.stop()
+
+
+def test_no_agent_worker_running_answers_the_fallback(tmp_path, livekit_server, livekit_sip):
+    """A real livekit-agents worker behind the route's agent health URL: up, the
+    call is dialed; stopped (no worker left to take the job), callers hear the
+    route's fallback instead of ringing into a room nobody answers."""
+    from conftest import agent_python
+
+    worker = services.start_agent(
+        tmp_path / "agent", livekit_server, agent_python(), "support-agent"
+    )
+    try:
+        routing = health_routing(livekit_sip.info["health_port"], worker.info["health_port"])
+        ep = start_endpoint(tmp_path / "cxml", routing)
+        try:
+            assert _eventually(ep, "routed").find("Dial/Sip") is not None
+            worker.stop()
+            root = _eventually(ep, "agent-unhealthy")
+            assert [(e.tag, e.text) for e in root] == [
+                ("Say", "Support is closed."),
+                ("Hangup", None),
+            ]
+        finally:
+            ep.stop()
+    finally:
+        worker.stop()

@@ -217,6 +217,7 @@ class Wire:
     invites: int = 0
     challenges: int = 0  # 401/407 answers to an INVITE (digest auth)
     bye_by_us: bool = False
+    final_statuses: list = field(default_factory=list)  # every final answer to an INVITE
 
 
 SO_ATTACH_FILTER, SO_RCVBUFFORCE, SOL_PACKET, PACKET_STATISTICS = 26, 33, 263, 6
@@ -344,6 +345,8 @@ class Sniffer:
             elif head.startswith(b"SIP/2.0 ") and outgoing == self.uas and b" INVITE" in message:
                 status_line = message.split(b"\r\n", 1)[0].decode(errors="replace")
                 code = int(status_line.split()[1])
+                if code >= 200:
+                    w.final_statuses.append(code)
                 if code in (401, 407):
                     w.challenges += 1
                     continue
