@@ -107,6 +107,16 @@ def speech_file(codec: str, text: str, cache: Path) -> Path:
     return out
 
 
+def silence_file(codec: str, cache: Path) -> Path:
+    """One second of G.711 silence: a phone sends RTP from the answer on (livekit-sip
+    hangs up a call whose RTP stops for 15 s), silence until the caller speaks."""
+    out = cache / f"silence.{CODECS[codec][2]}"
+    if not out.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        out.write_bytes((b"\xff" if codec == "pcmu" else b"\xd5") * 8000)
+    return out
+
+
 # --- CXML ------------------------------------------------------------------
 
 
@@ -432,6 +442,7 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
     ]]>
   </send>
+  <nop><action><exec rtp_stream="@SILENCE@,-1,@PT@"/></action></nop>
   <pause milliseconds="@SPEECH_DELAY@"/>
   <nop><action><exec rtp_stream="@FILE@,1,@PT@"/></action></nop>
   <pause milliseconds="@HOLD@"/>
@@ -482,6 +493,7 @@ def uac_scenario(
         .replace("@PT@", str(pt))
         .replace("@CODEC@", name)
         .replace("@FILE@", str(speech))
+        .replace("@SILENCE@", str(silence_file(codec, speech.parent)))
         .replace("@SPEECH_DELAY@", str(speech_delay_ms))
         .replace("@HOLD@", str(hold_ms))
     )

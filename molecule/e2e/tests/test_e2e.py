@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from livekit import api
 from trunkline import probe
 from trunkline.telephony.livekit import Connection, LiveKit
 
-from conftest import host_address, secret
+from conftest import host_address, run_playbook, secret
 
 CADDY_CA = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
 CALLER = "+12125550142"
@@ -172,6 +173,68 @@ def test_killed_worker_is_restarted_by_systemd(host):
     new = host.run("systemctl show -p MainPID --value trunkline-agent@trunkline-agent-1").stdout
     assert new.strip() != pid.strip()
     assert get(host, "http://127.0.0.1:8081/") == "OK"
+
+
+AGENTS_PLAYBOOK = str(Path(__file__).resolve().parents[3] / "playbooks/livekit_agents.yml")
+UNIT = "trunkline-agent@trunkline-agent-1"
+
+
+def _journal_time(host, unit: str, text: str, since: float) -> float | None:
+    """When systemd logged ``text`` for ``unit`` (first time after ``since``), epoch seconds."""
+    out = host.run(f"journalctl -u {unit} -o short-unix --no-pager --since @{int(since)}").stdout
+    for line in out.splitlines():
+        if text in line:
+            return float(line.split()[0])
+    return None
+
+
+def test_agent_upgrade_drains_the_call_in_progress(host, conn, ca_file, tmp_path):
+    """An upgrade during a call: the playbook runs with a changed worker environment
+    (what new agent code or a new venv also does), its handler restarts the worker;
+    SIGTERM drains; the caller keeps talking to the agent until its BYE; only then
+    does the old worker exit and the new one start."""
+    target, _ = probe.resolve_cxml(cloudonix(host, ca_file, "+12127773456"), {}, "udp")
+    env = {"TRUNKLINE_AGENT_MODE": "offline", "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.95"}
+    pid = host.run(f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
+    t0 = time.time()
+    box: dict = {}
+    # The caller speaks 60 s after the answer: after the playbook got to its handler.
+    caller = threading.Thread(
+        target=lambda: box.update(r=probe.call(target, CALLER, conn=conn, cache=tmp_path,
+                                               speech_delay_ms=60000, hold_ms=6000)),
+        daemon=True,
+    )  # fmt: skip
+    caller.start()
+    time.sleep(3)
+    upgrade = run_playbook(
+        AGENTS_PLAYBOOK, "-e", json.dumps({"livekit_agents_environment": {**env, "E2E_MARK": "2"}})
+    )
+    caller.join(timeout=120)
+    result = box.get("r")
+    restore = run_playbook(AGENTS_PLAYBOOK)  # as converged, for the --check --diff test
+    stopping = _journal_time(host, UNIT, "Stopping", t0)
+    started = _journal_time(host, UNIT, "Started", t0)
+    new_pid = host.run(f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
+    assert upgrade["rc"] == 0 and restore["rc"] == 0, upgrade["failed_messages"]
+    assert any("Restart livekit agents" in t for t in upgrade["changed_tasks"]), upgrade
+    assert result is not None, "the call did not end"
+    print(json.dumps(result.as_dict(), indent=1))
+    print(f"SIGTERM {stopping - t0:.1f} s, new worker {started - t0:.1f} s after the call began")
+    assert stopping is not None and stopping < t0 + 55, "SIGTERM came after the caller spoke"
+    assert result.ok, result.checks
+    # The draining worker heard the caller and answered after its SIGTERM ...
+    assert result.speech_in_after_caller_spoke >= 10, "no echo after SIGTERM"
+    # ... and the new one started only after the call had ended.
+    call_end = t0 + 3 + 60 + 6  # rough lower bound of the BYE
+    assert started is not None and started > call_end - 10, (started - t0, call_end - t0)
+    assert new_pid != pid
+
+
+def test_unit_stop_timeouts_cover_the_drain(host):
+    """systemd must wait out the drain before it kills (agents: drain + 30 s)."""
+    agent = host.run(f"systemctl show -p TimeoutStopUSec --value {UNIT}").stdout.strip()
+    sip = host.run("systemctl show -p TimeoutStopUSec --value livekit-sip").stdout.strip()
+    assert (agent, sip) == ("30min 30s", "30min")
 
 
 def test_check_diff_reports_no_change(check_run):

@@ -165,9 +165,14 @@ async def play(source: rtc.AudioSource, frames: list[rtc.AudioFrame]) -> None:
 async def answered(ctx: JobContext, caller: rtc.RemoteParticipant) -> None:
     """Return once the phone call is up. An outbound call's SIP participant
     joins while it is still dialing or ringing (``sip.callStatus``); a greeting
-    played then would be lost, as no audio reaches the far end before it answers."""
-    status = caller.attributes.get("sip.callStatus", "active")
-    if status in ("active", "automation", ""):
+    played then would be lost, as no audio reaches the far end before it answers.
+    An inbound call (it came through a dispatch rule: ``sip.ruleID``) is up
+    already: livekit-sip answers it once the agent listens."""
+    if "sip.ruleID" in caller.attributes or caller.attributes.get("sip.callStatus", "active") in (
+        "active",
+        "automation",
+        "",
+    ):
         return
     up = asyncio.Event()
 
