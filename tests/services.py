@@ -288,7 +288,12 @@ def agent_telephony(did: str, agent_name: str) -> dict:
 
 
 def start_agent(
-    workdir: Path, server: Service, python: str, agent_name: str, idle: int = 1
+    workdir: Path,
+    server: Service,
+    python: str,
+    agent_name: str,
+    idle: int = 1,
+    load_threshold: str = "0.99",
 ) -> Service:
     """The example agent (offline mode) as a real livekit-agents worker, registered
     with ``server`` under ``agent_name``; its job records go to info["records"]."""
@@ -304,7 +309,7 @@ def start_agent(
         "TRUNKLINE_AGENT_HEALTH_PORT": str(health),
         "TRUNKLINE_AGENT_RECORD_DIR": str(records),
         # These hosts share 2 cores with the rest of the stack (upstream default 0.7).
-        "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.99",
+        "TRUNKLINE_AGENT_LOAD_THRESHOLD": load_threshold,
         "TRUNKLINE_AGENT_IDLE_PROCESSES": str(idle),
     }
     svc = _spawn("agent", [python, str(EXAMPLE_AGENT), "start"], workdir, env)

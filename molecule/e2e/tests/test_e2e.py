@@ -20,6 +20,7 @@ from conftest import host_address, run_playbook, secret
 
 CADDY_CA = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt"
 CALLER = "+12125550142"
+UNIT = "trunkline-agent@trunkline-agent-1"
 
 
 def get(host, url: str) -> str:
@@ -162,8 +163,21 @@ def test_venv_matches_the_role_constraints(host):
     assert installed == wanted, installed ^ wanted
 
 
+def _wait_registered(host, since: float, timeout: float = 60) -> None:
+    """Until the worker started after ``since`` has registered with livekit-server
+    (its health port answers a little earlier; a call then would find no worker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = host.run(f"journalctl -u {UNIT} -o cat --no-pager --since @{int(since)}").stdout
+        if "registered worker" in out:
+            return
+        time.sleep(1)
+    pytest.fail(f"{UNIT} did not register with livekit-server within {timeout} s")
+
+
 def test_killed_worker_is_restarted_by_systemd(host):
     pid = host.run("systemctl show -p MainPID --value trunkline-agent@trunkline-agent-1").stdout
+    killed = time.time()
     host.run(f"kill -9 {pid.strip()}")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -173,10 +187,10 @@ def test_killed_worker_is_restarted_by_systemd(host):
     new = host.run("systemctl show -p MainPID --value trunkline-agent@trunkline-agent-1").stdout
     assert new.strip() != pid.strip()
     assert get(host, "http://127.0.0.1:8081/") == "OK"
+    _wait_registered(host, killed - 1)
 
 
 AGENTS_PLAYBOOK = str(Path(__file__).resolve().parents[3] / "playbooks/livekit_agents.yml")
-UNIT = "trunkline-agent@trunkline-agent-1"
 
 
 def _journal_time(host, unit: str, text: str, since: float) -> float | None:
@@ -196,6 +210,9 @@ def test_agent_upgrade_drains_the_call_in_progress(host, conn, ca_file, tmp_path
     target, _ = probe.resolve_cxml(cloudonix(host, ca_file, "+12127773456"), {}, "udp")
     env = {"TRUNKLINE_AGENT_MODE": "offline", "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.95"}
     pid = host.run(f"systemctl show -p MainPID --value {UNIT}").stdout.strip()
+    since = host.run(f"systemctl show -p ExecMainStartTimestampMonotonic --value {UNIT}")
+    uptime = float(host.file("/proc/uptime").content_string.split()[0])
+    _wait_registered(host, time.time() - (uptime - int(since.stdout.strip()) / 1e6) - 1)
     t0 = time.time()
     box: dict = {}
     # The caller speaks 60 s after the answer: after the playbook got to its handler.
