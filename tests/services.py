@@ -166,12 +166,15 @@ def start_redis(workdir: Path) -> Service:
     return svc
 
 
-def start_livekit_server(workdir: Path, redis: Service) -> Service:
+def start_livekit_server(workdir: Path, redis: Service, ports: int = 100) -> Service:
+    """livekit-server on loopback + the test address; ``ports`` UDP ports for WebRTC
+    (each participant takes several: a load test needs thousands)."""
     version = VERSIONS["LIVEKIT_SERVER_VERSION"]
     binary = extract(
         ARTIFACTS / f"livekit_{version}_linux_amd64.tar.gz", workdir / "server", "livekit-server"
     )
-    port, tcp_port, udp_start = free_port(), free_port(), 51000 + (os.getpid() % 4000)
+    port, tcp_port = free_port(), free_port()
+    udp_start = 51000 + (os.getpid() % 4000) if ports <= 100 else 40000
     api_key, api_secret = "trunkline-test", secrets.token_urlsafe(36)
     config = {
         "port": port,
@@ -181,7 +184,7 @@ def start_livekit_server(workdir: Path, redis: Service) -> Service:
         "rtc": {
             "tcp_port": tcp_port,
             "port_range_start": udp_start,
-            "port_range_end": udp_start + 100,
+            "port_range_end": udp_start + ports,
             "use_external_ip": False,
             "node_ip": MEDIA_IP,
             # Clients get this instead of Google's public STUN (the default).
@@ -207,7 +210,8 @@ def start_livekit_server(workdir: Path, redis: Service) -> Service:
     return svc
 
 
-def start_livekit_sip(workdir: Path, redis: Service, server: Service) -> Service:
+def start_livekit_sip(workdir: Path, redis: Service, server: Service, ports: int = 100) -> Service:
+    """livekit-sip on loopback; ``ports`` UDP ports for RTP."""
     version = VERSIONS["LIVEKIT_SIP_VERSION"]
     binary = extract(
         ARTIFACTS / f"livekit-sip_{version}_linux_amd64.tar.gz", workdir / "sip", "livekit-sip"
@@ -220,7 +224,7 @@ def start_livekit_sip(workdir: Path, redis: Service, server: Service) -> Service
         "ws_url": server.info["ws_url"],
         "redis": {"address": redis.info["address"], "password": redis.info["password"]},
         "sip_port": sip_port,
-        "rtp_port": f"{rtp_start}-{rtp_start + 100}",
+        "rtp_port": f"{rtp_start}-{rtp_start + ports}",
         "use_external_ip": False,
         "nat_1_to_1_ip": "127.0.0.1",
         "listen_ip": "127.0.0.1",
@@ -294,6 +298,7 @@ def start_agent(
     agent_name: str,
     idle: int = 1,
     load_threshold: str = "0.99",
+    extra_env: dict | None = None,
 ) -> Service:
     """The example agent (offline mode) as a real livekit-agents worker, registered
     with ``server`` under ``agent_name``; its job records go to info["records"]."""
@@ -312,6 +317,7 @@ def start_agent(
         "TRUNKLINE_AGENT_LOAD_THRESHOLD": load_threshold,
         "TRUNKLINE_AGENT_IDLE_PROCESSES": str(idle),
     }
+    env.update(extra_env or {})
     svc = _spawn("agent", [python, str(EXAMPLE_AGENT), "start"], workdir, env)
     svc.info.update(records=records, health_port=health)
     url = f"http://127.0.0.1:{health}/"

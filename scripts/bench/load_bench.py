@@ -3,17 +3,19 @@
 
 Starts Redis, livekit-server, livekit-sip and one example agent worker (offline
 mode) as call_bench.py does, in a private network namespace, then ramps the
-number of simultaneous calls sipp places (all started within one second, held
-for --hold seconds) in two phases:
+number of simultaneous calls sipp places (started at --rate calls per second,
+each held until all of the level are up and checked) in two phases:
 
 - ``no-agent``: the dispatch rule starts no agent. livekit-sip puts each caller
   in a room and keeps ringing (it answers only once someone in the room
   listens), so a call passes when it rang (180), its SIP participant was in a
-  room at mid-hold, and the CANCEL ended it cleanly. This is the SIP and room
+  room once all calls were up, and the CANCEL ended it cleanly. This is the SIP and room
   side alone: the baseline.
 - ``agents``: the rule dispatches the example agent (Silero VAD, echo); the
   caller speaks the whole time (looped speech). A call passes when it was
-  answered, its room held an agent at mid-hold, and its BYE completed.
+  answered, its room held an agent once all calls were up, and its BYE
+  completed. ``--max-jobs N`` makes the worker report its load as active jobs
+  / N instead of upstream's CPU measure.
 
 Each phase stops at the first level with a failed call or a call left without
 an agent. For every level it prints calls passed/failed/without agent and the
@@ -25,7 +27,7 @@ could run, never on a threshold.
 
 Needs root (the namespace), sipp, espeak-ng and sox.
 Usage: .venv/bin/python scripts/bench/load_bench.py [--levels 5,10,20,30,40]
-       [--hold 15] [--phases no-agent,agents] [--json]
+       [--hold 15] [--rate 5] [--phases no-agent,agents] [--max-jobs N] [--json]
 Exit status: 0 the ramp ran (whatever it found), 2 it could not run.
 """
 
@@ -59,6 +61,7 @@ from call_bench import (  # noqa: E402
 
 from trunkline.cli import main as trunkline_main  # noqa: E402
 from trunkline.probe import silence_file, speech_file  # noqa: E402
+from trunkline.telephony.livekit import Connection  # noqa: E402
 
 import services  # noqa: E402 (tests/, put on the path by call_bench)
 from sipp_peer import free_udp_tcp_port  # noqa: E402
@@ -176,7 +179,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--levels", default="5,10,20,30,40,50,60", help="simultaneous calls per step (5,...,60)"
     )
-    parser.add_argument("--hold", type=float, default=15.0, help="seconds each call lasts (15)")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=15.0,
+        help="seconds each call lasts, at least the arrival time + 8 (15)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=5.0,
+        help="new calls per second while a level ramps up (5; a burst: the level itself)",
+    )
     parser.add_argument(
         "--phases", default="no-agent,agents", help="no-agent, agents or both (default)"
     )
@@ -185,6 +199,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--load-threshold",
         default="0.95",
         help="the worker's load above which it takes no job (0.95; upstream's default 0.7)",
+    )
+    parser.add_argument(
+        "--max-jobs",
+        type=int,
+        default=0,
+        help="the worker's load as active jobs / N instead of CPU (0: CPU, upstream's way)",
     )
     parser.add_argument(
         "--agent-python",
@@ -232,9 +252,21 @@ def preflight(args: argparse.Namespace) -> None:
 class LoadStack(Stack):
     """call_bench's stack, with one more number whose rule starts no agent."""
 
-    def __init__(self, work: Path, agent_python: str, idle: int, threshold: str):
+    def __init__(self, work: Path, agent_python: str, idle: int, threshold: str, max_jobs: int):
         super().__init__(work, agent_python, idle)
-        self.threshold = threshold
+        self.threshold, self.max_jobs = threshold, max_jobs
+
+    def start(self) -> None:
+        # The tests' 100-port ranges hold about 20 participants: give thousands.
+        self.redis = self._add(services.start_redis(self.work))
+        self.server = self._add(services.start_livekit_server(self.work, self.redis, ports=4000))
+        self.sip = self._add(
+            services.start_livekit_sip(self.work, self.redis, self.server, ports=2000)
+        )
+        info = self.server.info
+        self.conn = Connection(info["url"], info["api_key"], info["api_secret"])
+        self.apply_telephony()
+        self.start_agent()
 
     def apply_telephony(self) -> None:
         data = services.agent_telephony(AGENT_DID, AGENT_NAME)
@@ -266,6 +298,7 @@ class LoadStack(Stack):
             services.start_agent(
                 self.work / "agent", self.server, self.agent_python, AGENT_NAME, self.idle,
                 load_threshold=self.threshold,
+                extra_env={"TRUNKLINE_AGENT_MAX_JOBS": str(self.max_jobs)},
             )
         )  # fmt: skip
         self.records = self.agent.info["records"]
@@ -331,13 +364,15 @@ def _usage(pids: list[int]) -> tuple[float, int]:
 
 
 class Sampler:
-    """CPU % of one core and peak PSS per service, over a window."""
+    """CPU % of one core and peak PSS per service, over a window. CPU is tracked
+    per process (sampled every second), so job processes that start and end
+    inside the window count too."""
 
     def __init__(self, services_: dict[str, services.Service]):
         self.services = services_
         self.peak: dict[str, int] = dict.fromkeys(services_, 0)
-        self.cpu0: dict[str, float] = {}
-        self.cpu1: dict[str, float] = {}
+        self.first: dict[str, dict[int, float]] = {n: {} for n in services_}
+        self.last: dict[str, dict[int, float]] = {n: {} for n in services_}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -345,27 +380,36 @@ class Sampler:
         pid = self.services[name].proc.pid
         return _tree(pid) if name == "agent" else [pid]
 
+    def _sample(self, initial: bool = False) -> None:
+        for name in self.services:
+            pss = 0
+            for pid in self._pids(name):
+                cpu, mem = _usage([pid])
+                pss += mem
+                # a process born inside the window started from zero
+                self.first[name].setdefault(pid, cpu if initial else 0.0)
+                self.last[name][pid] = cpu
+            self.peak[name] = max(self.peak[name], pss)
+
     def start(self) -> None:
         self.t0 = time.monotonic()
-        self.cpu0 = {n: _usage(self._pids(n))[0] for n in self.services}
+        self._sample(initial=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            for name in self.services:
-                self.peak[name] = max(self.peak[name], _usage(self._pids(name))[1])
+            self._sample()
 
     def stop(self) -> dict[str, dict]:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
+        self._sample()
         wall = time.monotonic() - self.t0
         out = {}
         for name in self.services:
-            cpu = _usage(self._pids(name))[0]
-            # A job process that ended inside the window takes its CPU time
-            # with it: the agent's figure is a lower bound.
+            used = sum(self.last[name][p] - self.first[name][p] for p in self.last[name])
             out[name] = {
-                "cpu_pct": round(100 * max(0.0, cpu - self.cpu0[name]) / wall, 1),
+                "cpu_pct": round(100 * max(0.0, used) / wall, 1),
                 "pss_mb": round(self.peak[name] / 2**20, 1),
             }
         return out
@@ -392,16 +436,21 @@ def scenario(work: Path, phase: str, hold_ms: int) -> Path:
 SIPP_COUNT = re.compile(r"^\s*(Successful|Failed) call\s*\|\s*\d+\s*\|\s*(\d+)", re.M)
 
 
-def run_level(stack: LoadStack, phase: str, level: int, hold: float, work: Path) -> dict:
+def run_level(
+    stack: LoadStack, phase: str, level: int, hold: float, rate: float, work: Path
+) -> dict:
+    arrival = level / rate  # seconds until the last call has started
+    hold = max(hold, arrival + 8)  # every call still up when the last one is checked
     path = scenario(work, phase, int(hold * 1000))
     argv = [
         shutil.which("sipp") or "sipp", f"127.0.0.1:{stack.sip.info['sip_port']}",
         "-sf", str(path), "-t", "u1", "-i", "127.0.0.1",
         "-p", str(free_udp_tcp_port("127.0.0.1")),
         "-mi", "127.0.0.1", "-mp", str(30000 + 2 * (os.getpid() % 1000)),
-        "-l", str(level), "-m", str(level), "-r", str(level), "-rp", "1000",
+        "-l", str(level), "-m", str(level), "-r", str(rate), "-rp", "1000",
         "-nostdin", "-recv_timeout", str(int(hold * 1000) + 40000),
-        "-timeout", f"{int(hold) + 90}s",
+        "-timeout", f"{int(hold + arrival) + 90}s",
+        "-trace_err", "-error_file", str(work / f"errors-{phase}-{level}.log"),
     ]  # fmt: skip
     sampler = Sampler(
         {"livekit-server": stack.server, "livekit-sip": stack.sip, "redis": stack.redis,
@@ -411,47 +460,72 @@ def run_level(stack: LoadStack, phase: str, level: int, hold: float, work: Path)
         argv, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     sampler.start()
-    # Mid-hold: every call should be in a room by now (and have its agent).
-    time.sleep(min(hold / 2 + 3, hold - 1))
+    # Every call has started and is up: each should be in a room, with its agent.
+    time.sleep(arrival + 5)
     rooms = [r for r in stack.rooms() if r[1] > 0]
-    out, _ = sipp.communicate(timeout=hold + 120)
+    out, _ = sipp.communicate(timeout=hold + arrival + 120)
     usage = sampler.stop()
     counts = {k: int(v) for k, v in SIPP_COUNT.findall(out)}
     passed, failed = counts.get("Successful", 0), counts.get("Failed", 0)
     in_rooms = sum(r[1] for r in rooms)
     without_agent = sum(1 for r in rooms if r[2] == 0) if phase == "agents" else 0
+    errors = work / f"errors-{phase}-{level}.log"
+    why = _why(errors.read_text(errors="replace")) if errors.exists() else []
     return {
         "phase": phase,
         "level": level,
+        "errors": why,
         "passed": passed,
         "failed": failed + max(0, level - passed - failed),
-        "in_rooms_mid_hold": in_rooms,
+        "in_rooms": in_rooms,
         "without_agent": without_agent,
         "usage": usage,
         "ok": passed == level and in_rooms == level and without_agent == 0,
     }
 
 
-def settle(stack: LoadStack, timeout: float = 90) -> None:
-    """Until no room holds a participant and the agent has warm processes again."""
+def _why(text: str) -> list[str]:
+    """sipp's reasons for failed calls, counted: 'Aborting call on unexpected message
+    ... SIP/2.0 503 ...' and timeouts, shortened to what differs between them."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if "Aborting call" in line or "timed out" in line:
+            reason = re.sub(r"^.*?: ", "", line).split(" while expecting")[0][:120]
+            counts[reason] = counts.get(reason, 0) + 1
+        elif line.startswith("SIP/2.0 "):
+            counts[line.strip()] = counts.get(line.strip(), 0) + 1
+    return [f"{n}x {r}" for r, n in sorted(counts.items(), key=lambda kv: -kv[1])][:5]
+
+
+def settle(stack: LoadStack, timeout: float = 90) -> int:
+    """Until no room holds a participant (then the job processes wind down and the
+    pool refills); returns how many participants were still in rooms at the timeout."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(sip or agents for _n, sip, agents in stack.rooms()):
-            time.sleep(3)  # job processes wind down; the pool refills
-            return
+    while True:
+        left = sum(sip + agents for _n, sip, agents in stack.rooms())
+        if not left:
+            time.sleep(3)
+            return 0
+        if time.monotonic() > deadline:
+            return left
         time.sleep(1)
-    raise BenchError("calls of the last level did not clear within 90 s")
 
 
 def ramp(stack: LoadStack, args: argparse.Namespace, work: Path) -> list[dict]:
     rows = []
     for phase in args.phase_list:
         for level in args.level_list:
-            row = run_level(stack, phase, level, args.hold, work)
+            row = run_level(stack, phase, level, args.hold, args.rate, work)
             rows.append(row)
             if not args.json:
                 print_row(row)
-            settle(stack)
+            row["left_in_rooms_after_90s"] = settle(stack)
+            if row["left_in_rooms_after_90s"]:
+                row["ok"] = False
+                if not args.json:
+                    print(f"{'':>13}{row['left_in_rooms_after_90s']} participants still in "
+                          "rooms 90 s after the level's last BYE")  # fmt: skip
+                return rows  # what follows would measure leftovers
             if not row["ok"]:
                 break
     return rows
@@ -462,10 +536,12 @@ def print_row(row: dict) -> None:
     cpu = ", ".join(f"{n} {v['cpu_pct']:.0f}% {v['pss_mb']:.0f} MB" for n, v in u.items())
     print(
         f"{row['phase']:>8} {row['level']:>3} calls: {row['passed']} passed, {row['failed']} "
-        f"failed, {row['in_rooms_mid_hold']} in rooms, {row['without_agent']} without agent"
+        f"failed, {row['in_rooms']} in rooms, {row['without_agent']} without agent"
         f" | {cpu}",
         flush=True,
     )
+    for reason in row["errors"]:
+        print(f"{'':>13}{reason}", flush=True)
 
 
 def report(rows: list[dict]) -> dict:
@@ -496,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("TRUNKLINE_TEST_MEDIA_IP"):
         reexec_in_namespace(argv)
     work = Path(tempfile.mkdtemp(prefix="trunkline-load-bench-"))
-    stack = LoadStack(work, args.agent_python, args.idle_processes, args.load_threshold)
+    stack = LoadStack(
+        work, args.agent_python, args.idle_processes, args.load_threshold, args.max_jobs
+    )
     try:
         try:
             stack.start()

@@ -293,12 +293,25 @@ async def pipeline_session(ctx: JobContext) -> None:
     await session.generate_reply(instructions=env("GREETING", "Greet the caller."))
 
 
+def job_count_load(server: AgentServer) -> float:
+    """Load as the share of TRUNKLINE_AGENT_MAX_JOBS in use. The default (CPU over
+    the last seconds) spikes while a burst of calls starts their processes; above
+    the threshold livekit-server assigns the burst's jobs to nobody and does not
+    retry, so those callers ring without an agent. A job count measured with
+    scripts/bench/load_bench.py does not flap."""
+    return len(server.active_jobs) / MAX_JOBS
+
+
+MAX_JOBS = int(env("MAX_JOBS", "0"))
+
 server = AgentServer(
+    load_fnc=job_count_load if MAX_JOBS > 0 else None,
     setup_fnc=prewarm,
     host=env("HEALTH_HOST", "127.0.0.1"),
     port=int(env("HEALTH_PORT", "8081")),
     drain_timeout=int(env("DRAIN_TIMEOUT", "1800")),
-    load_threshold=float(env("LOAD_THRESHOLD", "0.7")),
+    # With a job count, full means every job slot is taken.
+    load_threshold=1.0 if MAX_JOBS > 0 else float(env("LOAD_THRESHOLD", "0.7")),
     num_idle_processes=int(env("IDLE_PROCESSES", "1")),
 )
 
