@@ -11,6 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from trunkline.telephony.livekit import Connection
+
 import services
 
 
@@ -47,6 +49,13 @@ def livekit_server(workdir, redis_service):
 def livekit_sip(workdir, redis_service, livekit_server):
     _require_artifacts()
     yield from _run(services.start_livekit_sip, workdir, redis_service, livekit_server)
+
+
+@pytest.fixture(scope="session")
+def conn(livekit_server, livekit_sip) -> Connection:
+    """The LiveKit API connection of the session's server (livekit-sip running)."""
+    info = livekit_server.info
+    return Connection(info["url"], info["api_key"], info["api_secret"])
 
 
 AGENT_NAME = "trunkline-test-agent"

@@ -12,18 +12,11 @@ import yaml
 
 from trunkline.cli import main
 from trunkline.probe import Target, call
-from trunkline.telephony.livekit import Connection
 
 import services
 from conftest import AGENT_NAME
 
 DID = "+12127773456"
-
-
-@pytest.fixture(scope="module")
-def conn(livekit_server, livekit_sip):
-    info = livekit_server.info
-    return Connection(info["url"], info["api_key"], info["api_secret"])
 
 
 @pytest.fixture(scope="module")

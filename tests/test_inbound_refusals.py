@@ -31,12 +31,6 @@ OUTSIDE = "127.0.0.2"  # loopback, but not in the trunks' allowed_addresses
 
 
 @pytest.fixture(scope="module")
-def conn(livekit_server, livekit_sip):
-    info = livekit_server.info
-    return Connection(info["url"], info["api_key"], info["api_secret"])
-
-
-@pytest.fixture(scope="module")
 def telephony(conn, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("LIVEKIT_URL", conn.url)

@@ -24,12 +24,6 @@ NUMBER = "+12125550199"
 PASSWORD = "out-trunk-pw-7c2d"
 
 
-@pytest.fixture(scope="module")
-def conn(livekit_server, livekit_sip):
-    info = livekit_server.info
-    return Connection(info["url"], info["api_key"], info["api_secret"])
-
-
 @pytest.fixture
 def trunk(conn, tmp_path, monkeypatch):
     """An outbound trunk (digest auth) to a free loopback port; returns the port."""

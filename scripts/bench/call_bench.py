@@ -174,14 +174,21 @@ def reexec_in_namespace(argv: list[str]) -> None:
 class Stack:
     """Redis, livekit-server, livekit-sip and one agent worker in a work dir."""
 
+    # UDP ports for WebRTC (server) and RTP (sip): the tests' ranges, ~20 calls.
+    server_ports, sip_ports = 100, 100
+
     def __init__(self, work: Path, agent_python: str, idle: int):
         self.work, self.agent_python, self.idle = work, agent_python, idle
         self.started: list[services.Service] = []
 
     def start(self) -> None:
         self.redis = self._add(services.start_redis(self.work))
-        self.server = self._add(services.start_livekit_server(self.work, self.redis))
-        self.sip = self._add(services.start_livekit_sip(self.work, self.redis, self.server))
+        self.server = self._add(
+            services.start_livekit_server(self.work, self.redis, ports=self.server_ports)
+        )
+        self.sip = self._add(
+            services.start_livekit_sip(self.work, self.redis, self.server, ports=self.sip_ports)
+        )
         info = self.server.info
         self.conn = Connection(info["url"], info["api_key"], info["api_secret"])
         self.apply_telephony()
@@ -196,8 +203,11 @@ class Stack:
             with contextlib.suppress(Exception):
                 svc.stop()
 
+    def telephony(self) -> dict:
+        return services.agent_telephony(DID, AGENT_NAME)
+
     def apply_telephony(self) -> None:
-        data = services.agent_telephony(DID, AGENT_NAME)
+        data = self.telephony()
         path = self.work / "telephony.yml"
         path.write_text(json.dumps(data))  # JSON is YAML
         os.environ.update(

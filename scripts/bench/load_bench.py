@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
 import os
 import re
@@ -59,9 +58,7 @@ from call_bench import (  # noqa: E402
     Stack,
 )
 
-from trunkline.cli import main as trunkline_main  # noqa: E402
 from trunkline.probe import silence_file, speech_file  # noqa: E402
-from trunkline.telephony.livekit import Connection  # noqa: E402
 
 import services  # noqa: E402 (tests/, put on the path by call_bench)
 from sipp_peer import free_udp_tcp_port  # noqa: E402
@@ -256,19 +253,10 @@ class LoadStack(Stack):
         super().__init__(work, agent_python, idle)
         self.threshold, self.max_jobs = threshold, max_jobs
 
-    def start(self) -> None:
-        # The tests' 100-port ranges hold about 20 participants: give thousands.
-        self.redis = self._add(services.start_redis(self.work))
-        self.server = self._add(services.start_livekit_server(self.work, self.redis, ports=4000))
-        self.sip = self._add(
-            services.start_livekit_sip(self.work, self.redis, self.server, ports=2000)
-        )
-        info = self.server.info
-        self.conn = Connection(info["url"], info["api_key"], info["api_secret"])
-        self.apply_telephony()
-        self.start_agent()
+    # The tests' 100-port ranges hold about 20 participants: give thousands.
+    server_ports, sip_ports = 4000, 2000
 
-    def apply_telephony(self) -> None:
+    def telephony(self) -> dict:
         data = services.agent_telephony(AGENT_DID, AGENT_NAME)
         data["inbound_trunks"][0]["numbers"].append(PLAIN_DID)
         data["dispatch_rules"].append(
@@ -280,18 +268,7 @@ class LoadStack(Stack):
                 "called_numbers": [PLAIN_DID],
             }
         )
-        path = self.work / "telephony.yml"
-        path.write_text(json.dumps(data))
-        os.environ.update(
-            LIVEKIT_URL=self.conn.url,
-            LIVEKIT_API_KEY=self.conn.api_key,
-            LIVEKIT_API_SECRET=self.conn.api_secret,
-        )
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            rc = trunkline_main(["telephony", "apply", "--prune", str(path)])
-        if rc != 0:
-            raise BenchError(f"telephony apply failed ({rc}):\n{out.getvalue()}")
+        return data
 
     def start_agent(self) -> None:
         self.agent = self._add(
