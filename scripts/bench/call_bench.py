@@ -160,10 +160,11 @@ def preflight(args: argparse.Namespace) -> None:
         raise BenchError(f"{args.agent_python} is missing: run `make venv` (builds .venv-agent)")
 
 
-def reexec_in_namespace(argv: list[str]) -> None:
-    """Run this script again inside a private network namespace (never returns)."""
+def reexec_in_namespace(argv: list[str], script: str = __file__) -> None:
+    """Run ``script`` (this one by default) again inside a private network namespace
+    (never returns)."""
     sys.stdout.flush()
-    script = str(Path(__file__).resolve())
+    script = str(Path(script).resolve())
     # exec, not a child: Ctrl-C then reaches the one process that stops the services.
     os.execv(str(NETNS), [str(NETNS), sys.executable, script, *argv])  # noqa: S606
 

@@ -52,10 +52,11 @@ sys.path.insert(0, str(HERE))
 
 from call_bench import (  # noqa: E402
     AGENT_NAME,
-    NETNS,
     ROOT,
     BenchError,
     Stack,
+    preflight,
+    reexec_in_namespace,
 )
 
 from trunkline.probe import silence_file, speech_file  # noqa: E402
@@ -223,24 +224,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.hold < 3:
         parser.error("--hold must be at least 3 seconds")
     return args
-
-
-def reexec_in_namespace(argv: list[str]) -> None:
-    """Run this script again inside a private network namespace (never returns)."""
-    sys.stdout.flush()
-    os.execv(str(NETNS), [str(NETNS), sys.executable, str(Path(__file__).resolve()), *argv])  # noqa: S606
-
-
-def preflight(args: argparse.Namespace) -> None:
-    if os.geteuid() != 0:
-        raise BenchError("needs root: a private network namespace")
-    for tool in ("sipp", "espeak-ng", "sox", "redis-server", "unshare", "ip"):
-        if not shutil.which(tool):
-            raise BenchError(f"{tool} is not installed (make testbed installs the test tools)")
-    if not (services.ARTIFACTS / "checksums.txt").exists():
-        raise BenchError(".artifacts/ is missing: run `make testbed` first")
-    if not Path(args.agent_python).exists():
-        raise BenchError(f"{args.agent_python} is missing: run `make venv` (builds .venv-agent)")
 
 
 # --- the stack ----------------------------------------------------------------------
@@ -547,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load_bench: {exc}", file=sys.stderr)
         return 2
     if not os.environ.get("TRUNKLINE_TEST_MEDIA_IP"):
-        reexec_in_namespace(argv)
+        reexec_in_namespace(argv, __file__)
     work = Path(tempfile.mkdtemp(prefix="trunkline-load-bench-"))
     stack = LoadStack(
         work, args.agent_python, args.idle_processes, args.load_threshold, args.max_jobs
