@@ -5,7 +5,8 @@
 #   2. a running Docker engine
 #   3. systemd base images trunkline/debian:12 and :13 (debootstrap + import)
 #   4. LiveKit programs built from their Go modules into the artifact cache,
-#      linked into the clone as .artifacts/
+#      linked into the clone as .artifacts/, and the Egress image
+#      (trunkline/egress:<v>, saved there too for nested engines)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -26,6 +27,7 @@ HOST_PACKAGES=(
   docker.io debootstrap            # engine; base images without a registry
   sip-tester redis-server          # real SIP peer (sipp) and Redis for the smoke tests
   espeak-ng sox                    # speech for test calls (caller side and the example agent)
+  ffmpeg                           # ffprobe/volumedetect: length and loudness of Egress recordings
   pkg-config libopus-dev libopusfile-dev libsoxr-dev   # livekit-sip is cgo
   libopus0 libopusfile0 libsoxr0   # ... and links against these at run time
   iproute2 util-linux              # the tests' private network namespace (scripts/testbed/netns.sh)
@@ -156,6 +158,8 @@ images() {
 artifacts() {
   mkdir -p "$cache/artifacts"
   "$here/build-livekit.sh" "$cache/artifacts"
+  # Egress: an image (upstream ships no binary), built from the Go module.
+  "$here/build-egress.sh" "$cache/artifacts"
   # .artifacts in the clone points at the cache, so fresh clones stay warm.
   if [ ! -L "$top/.artifacts" ] || [ "$(readlink "$top/.artifacts")" != "$cache/artifacts" ]; then
     rm -rf "$top/.artifacts"

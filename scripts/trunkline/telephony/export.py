@@ -100,6 +100,7 @@ def _rule(o: Obj) -> dict:
     _put(out, "attributes", dict(f["attributes"]))
     _put(out, "metadata", f["metadata"])
     _put(out, "krisp", f["krisp"])
+    _put(out, "record", {"filepath": f["record"]} if f["record"] else None)
     return out
 
 

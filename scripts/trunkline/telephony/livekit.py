@@ -96,6 +96,10 @@ class LiveKit:
         return self._api.room
 
     @property
+    def egress(self):
+        return self._api.egress
+
+    @property
     def agent_dispatch(self):
         return self._api.agent_dispatch
 
@@ -225,6 +229,17 @@ def _rule_kind(rule: sip_pb.SIPDispatchRule) -> tuple[str, str, str, str]:
     return "individual", i.room_prefix, "", i.pin
 
 
+def _recording(room_config) -> str:
+    """The file path of the audio-only room recording a rule asks for ("" = none)."""
+    if not room_config.HasField("egress") or not room_config.egress.HasField("room"):
+        return ""
+    room = room_config.egress.room
+    outputs = list(room.file_outputs) or ([room.file] if room.HasField("file") else [])
+    if outputs and room.audio_only:
+        return outputs[0].filepath
+    return "(a recording Trunkline does not manage)"
+
+
 def actual_rule(r: sip_pb.SIPDispatchRuleInfo, trunk_names: dict[str, str]) -> Obj:
     kind, prefix, room_name, pin = _rule_kind(r.rule)
     attributes = dict(r.attributes)
@@ -242,6 +257,7 @@ def actual_rule(r: sip_pb.SIPDispatchRuleInfo, trunk_names: dict[str, str]) -> O
         "attributes": tuple(sorted(attributes.items())),
         "metadata": r.metadata,
         "krisp": r.krisp_enabled,
+        "record": _recording(r.room_config),
     }
     return Obj(
         "dispatch_rule", r.name or r.sip_dispatch_rule_id, fields, r.sip_dispatch_rule_id, owner, r
@@ -341,4 +357,17 @@ def rule_proto(
         api.RoomAgentDispatch(agent_name=a.name, metadata=a.metadata) for a in r.agents
     )
     p.krisp_enabled = r.krisp
+    if r.record:
+        p.room_config.egress.CopyFrom(
+            api.RoomEgress(
+                room=api.RoomCompositeEgressRequest(
+                    audio_only=True,
+                    file_outputs=[
+                        api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath=r.record)
+                    ],
+                )
+            )
+        )
+    else:
+        p.room_config.ClearField("egress")
     return p

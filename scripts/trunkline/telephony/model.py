@@ -82,6 +82,9 @@ class DispatchRule:
     attributes: tuple[tuple[str, str], ...] = ()
     metadata: str = ""
     krisp: bool = False
+    # Recording (LiveKit Egress): the file path template of an audio-only room
+    # composite started when the rule creates a room; "" = not recorded.
+    record: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,37 @@ def _agents(r: _Reader) -> tuple[Agent, ...]:
     return tuple(out)
 
 
+# Where `record: true` puts a call's recording: the livekit_egress role's local
+# directory; Egress fills in the room (for individual rules it carries the
+# caller's number) and the start time.
+DEFAULT_RECORDING = "/var/lib/livekit-egress/recordings/{room_name}-{time}.ogg"
+RECORDING_SUFFIXES = (".ogg",)
+
+
+def _record(r: _Reader) -> str:
+    value = r.get("record")
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return DEFAULT_RECORDING
+    if not isinstance(value, dict):
+        kind = type(value).__name__
+        r.fail("record", f"must be true, false or a mapping with `filepath`, not {kind}")
+        return ""
+    sub = _Reader(r.file, f"{r.path}.record", value, r.problems)
+    path = sub.str("filepath", DEFAULT_RECORDING)
+    sub.done()
+    if not path.endswith(RECORDING_SUFFIXES):
+        sub.fail("filepath", f"must end with .ogg (audio-only Opus), not {path!r}")
+    if "{room_name}" not in path and "{room_id}" not in path:
+        sub.fail(
+            "filepath", "must contain {room_name} or {room_id}: every call needs a file of its own"
+        )
+    if ".." in path.split("/"):
+        sub.fail("filepath", "must not contain '..'")
+    return path
+
+
 def _rule(r: _Reader) -> DispatchRule:
     name = _named(r)
     kind = r.choice("type", RULE_TYPES, "individual")
@@ -291,6 +325,7 @@ def _rule(r: _Reader) -> DispatchRule:
         attributes=r.mapping("attributes"),
         metadata=r.str("metadata"),
         krisp=r.bool("krisp"),
+        record=_record(r),
     )
     if kind == "direct" and not rule.room_name:
         r.fail("room_name", "is required for a direct rule (every call joins that room)")

@@ -151,6 +151,7 @@ def desired_rule(r: DispatchRule) -> Obj:
         "attributes": tuple(sorted(r.attributes)),
         "metadata": r.metadata,
         "krisp": r.krisp,
+        "record": r.record,
     }
     return Obj("dispatch_rule", r.name, fields, source=r)
 

@@ -1,0 +1,152 @@
+"""The livekit_egress role's preflight on the controller itself: every bad input
+stops the run with a message naming the variable before anything changes; a
+small host gets a visible warning, not a stop. (The checks are assertions over
+variables and facts, so localhost serves; the molecule `egress` scenario runs
+the role for real.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "s" * 40
+
+PLAY = """
+- name: Egress preflight
+  hosts: localhost
+  gather_facts: true
+  gather_subset: ["!all", "min", "hardware"]
+  tasks:
+    - name: Check the livekit_egress inputs
+      ansible.builtin.include_role:
+        name: livekit_egress
+        tasks_from: preflight
+"""
+
+GOOD = {
+    "vault_livekit_api_key": "APIkey",
+    "vault_livekit_api_secret": SECRET,
+    "vault_redis_password": "r" * 20,
+}
+S3 = {
+    "livekit_egress_storage": "s3",
+    "livekit_egress_s3_bucket": "calls",
+    "livekit_egress_s3_endpoint": "https://s3.example.internal",
+    "vault_egress_s3_access_key": "AKIAEXAMPLE",
+    "vault_egress_s3_secret": "s3-secret-value",
+}
+
+CASES = [
+    (
+        "image-without-tag",
+        {"livekit_egress_image": "livekit/egress"},
+        "livekit_egress_image must be NAME:TAG",
+    ),
+    (
+        "archive-missing",
+        {"livekit_egress_image_archive": "/nonexistent/egress.tar"},
+        "livekit_egress_image_archive '/nonexistent/egress.tar' must be",
+    ),
+    (
+        "secret-short",
+        {"vault_livekit_api_secret": "short"},
+        "livekit_egress_api_secret at least 32",
+    ),
+    (
+        "ws-url-scheme",
+        {"livekit_egress_ws_url": "http://127.0.0.1:7880"},
+        "livekit_egress_ws_url must be ws://",
+    ),
+    (
+        "health-port-range",
+        {"livekit_egress_health_port": 70000},
+        "livekit_egress_health_port must be a port",
+    ),
+    (
+        "stop-timeout",
+        {"livekit_egress_stop_timeout": 1},
+        "livekit_egress_stop_timeout must be 5 to 86400",
+    ),
+    (
+        "cpus-malformed",
+        {"livekit_egress_cpus": "four"},
+        "livekit_egress_cpus must be a number of CPUs",
+    ),
+    ("memory-malformed", {"livekit_egress_memory": "6 GB"}, "livekit_egress_memory a size like 6g"),
+    (
+        "local-dir-relative",
+        {"livekit_egress_local_dir": "recordings"},
+        "livekit_egress_local_dir must be an absolute",
+    ),
+    (
+        "local-dir-system",
+        {"livekit_egress_local_dir": "/var/lib"},
+        "livekit_egress_local_dir must be an absolute",
+    ),
+    (
+        "retention-negative",
+        {"livekit_egress_retention_days": -1},
+        "livekit_egress_retention_days 0 (keep) or more",
+    ),
+    (
+        "s3-no-bucket",
+        {**S3, "livekit_egress_s3_bucket": ""},
+        "needs livekit_egress_s3_bucket (set: False)",
+    ),
+    (
+        "s3-no-secret",
+        {**S3, "vault_egress_s3_secret": ""},
+        "livekit_egress_s3_secret (0 characters)",
+    ),
+    (
+        "s3-endpoint-scheme",
+        {**S3, "livekit_egress_s3_endpoint": "s3.example.internal"},
+        "endpoint: 's3.example.internal'",
+    ),
+]
+
+
+def run(tmp_path: Path, extra: dict) -> subprocess.CompletedProcess:
+    (tmp_path / "play.yml").write_text(PLAY)
+    (tmp_path / "vars.json").write_text(json.dumps({**GOOD, **extra}))
+    bindir = Path(sys.executable).parent
+    return subprocess.run(
+        [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}",
+         "-e", f"ansible_python_interpreter={sys.executable}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": f"{bindir}:/usr/bin:/bin", "ANSIBLE_FORCE_COLOR": "0",
+             "ANSIBLE_NOCOLOR": "1", "HOME": str(tmp_path)},
+    )  # fmt: skip
+
+
+def test_good_local_and_s3_pass_and_secrets_stay_hidden(tmp_path):
+    for extra in ({}, S3):
+        proc = run(tmp_path, extra)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert "changed=0" in proc.stdout
+        for secret in (SECRET, S3["vault_egress_s3_secret"], S3["vault_egress_s3_access_key"]):
+            assert secret not in proc.stdout
+
+
+def test_small_host_is_a_warning_not_a_stop(tmp_path):
+    # This machine (2 CPUs) is below upstream's 4 CPU / 4 GB: the run goes on.
+    proc = run(tmp_path, {"_livekit_egress_min_cpus": 1024})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    # the callback wraps long messages
+    assert "upstream recommends at least 1024 CPUs" in " ".join(proc.stdout.split())
+    proc = run(tmp_path, {"_livekit_egress_min_cpus": 1, "_livekit_egress_min_memory_mb": 1})
+    assert "upstream recommends" not in proc.stdout
+
+
+@pytest.mark.parametrize(("case", "extra", "expect"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_stops_with_its_message(tmp_path, case, extra, expect):
+    proc = run(tmp_path, extra)
+    assert proc.returncode != 0, f"{case}: passed"
+    assert expect in proc.stdout, proc.stdout[-3000:]
+    assert "changed=0" in proc.stdout
