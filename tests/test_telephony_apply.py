@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from livekit import api
 from livekit.protocol import sip as sip_pb
 
 from trunkline.cli import main
 from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.telephony.model import DEFAULT_RECORDING
 
 PASSWORD = "first-Secret-9f2c1"
 ROTATED = "second-Secret-77ad0"
@@ -381,3 +383,30 @@ def test_missing_connection_is_a_usage_error(lk, write, capsys, monkeypatch):
     assert code == 2 and "--api-secret or set LIVEKIT_API_SECRET" in err
     code, _, _ = run(lk, capsys, "telephony", "plan", "--detailed-exitcode", write(BASE))
     assert code == 1
+
+
+def test_record_option_round_trips_and_updates_in_place(lk, write, capsys):
+    """`record` becomes the rule's room_config.egress (an audio-only room composite
+    to Ogg), reads back equal (a re-apply writes nothing), and switches off in place."""
+    data = copy.deepcopy(BASE)
+    data["dispatch_rules"][0]["record"] = True
+    f = write(data)
+    code, res = run_json(lk, capsys, "telephony", "apply", f)
+    assert code == 0, json.dumps(res)
+    rule = by_name(lk.listing()[2])["support"]
+    room = rule.room_config.egress.room
+    assert room.audio_only and len(room.file_outputs) == 1
+    assert room.file_outputs[0].filepath == DEFAULT_RECORDING
+    assert room.file_outputs[0].file_type == api.EncodedFileType.OGG
+    assert [a.agent_name for a in rule.room_config.agents] == ["support-agent"]
+    code, res = run_json(lk, capsys, "telephony", "apply", f)
+    assert code == 0 and res["api_calls"]["write"] == 0
+    del data["dispatch_rules"][0]["record"]
+    f = write(data)
+    code, out, _ = run(lk, capsys, "telephony", "plan", f)
+    assert f'record: "{DEFAULT_RECORDING}" -> ""' in out, out
+    code, res = run_json(lk, capsys, "telephony", "apply", f)
+    assert code == 0 and res["counts"]["update"] == 1
+    again = by_name(lk.listing()[2])["support"]
+    assert again.sip_dispatch_rule_id == rule.sip_dispatch_rule_id
+    assert not again.room_config.HasField("egress")
