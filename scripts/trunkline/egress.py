@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from livekit import api
 
 from trunkline.errors import TrunklineError
-from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.telephony.livekit import Connection, LiveKit, LiveKitError
 from trunkline.telephony.model import DEFAULT_RECORDING
 
 STATUS = {
@@ -142,9 +142,18 @@ def start_recording(conn: Connection, room: str, filepath: str = DEFAULT_RECORDI
             )
             if not rooms.rooms:
                 raise EgressError(f"no room named {room!r} is up in LiveKit at {conn.url}")
-            info = await lk.call(
-                f"start recording room {room!r}", True, lk.egress.start_room_composite_egress(req)
-            )
+            try:
+                info = await lk.call(
+                    f"start recording room {room!r}", True,
+                    lk.egress.start_room_composite_egress(req),
+                )  # fmt: skip
+            except LiveKitError as exc:
+                if "no response" not in str(exc):
+                    raise
+                raise EgressError(
+                    f"{exc}: no Egress worker took the request (is livekit-egress running, on "
+                    "the server's Redis, with CPU to spare? `systemctl status livekit-egress`)"
+                ) from None
             return recording_of(info)
 
     return asyncio.run(run())
