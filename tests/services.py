@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.error
@@ -330,3 +332,19 @@ def start_agent(
         svc.proc,
     )
     return svc
+
+
+def run_local_play(tmp_path: Path, play: str, variables: dict) -> subprocess.CompletedProcess:
+    """Run ``play`` against localhost with ``variables`` as extra vars, the way the
+    role preflight tests do (their checks are assertions, so the controller serves)."""
+    (tmp_path / "play.yml").write_text(play)
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    bindir = Path(sys.executable).parent
+    return subprocess.run(
+        [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+         str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}",
+         "-e", f"ansible_python_interpreter={sys.executable}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": f"{bindir}:/usr/bin:/bin", "ANSIBLE_FORCE_COLOR": "0",
+             "ANSIBLE_NOCOLOR": "1", "HOME": str(tmp_path)},
+    )  # fmt: skip

@@ -6,14 +6,13 @@ the role for real.)"""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from services import run_local_play
+
 SECRET = "s" * 40
 
 PLAY = """
@@ -112,17 +111,7 @@ CASES = [
 
 
 def run(tmp_path: Path, extra: dict) -> subprocess.CompletedProcess:
-    (tmp_path / "play.yml").write_text(PLAY)
-    (tmp_path / "vars.json").write_text(json.dumps({**GOOD, **extra}))
-    bindir = Path(sys.executable).parent
-    return subprocess.run(
-        [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-         str(tmp_path / "play.yml"), "-e", f"@{tmp_path / 'vars.json'}",
-         "-e", f"ansible_python_interpreter={sys.executable}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-        env={"PATH": f"{bindir}:/usr/bin:/bin", "ANSIBLE_FORCE_COLOR": "0",
-             "ANSIBLE_NOCOLOR": "1", "HOME": str(tmp_path)},
-    )  # fmt: skip
+    return run_local_play(tmp_path, PLAY, {**GOOD, **extra})
 
 
 def test_good_local_and_s3_pass_and_secrets_stay_hidden(tmp_path):
