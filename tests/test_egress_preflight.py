@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from services import run_local_play
 
@@ -139,3 +140,43 @@ def test_bad_input_stops_with_its_message(tmp_path, case, extra, expect):
     assert proc.returncode != 0, f"{case}: passed"
     assert expect in proc.stdout, proc.stdout[-3000:]
     assert "changed=0" in proc.stdout
+
+
+RENDER = """
+- name: Render egress.yaml
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Load the role's variables
+      ansible.builtin.include_role:
+        name: livekit_egress
+        tasks_from: preflight
+        public: true
+    - name: Render
+      ansible.builtin.template:
+        src: "{{ playbook_dir }}/roles/livekit_egress/templates/egress.yaml.j2"
+        dest: "{{ out }}"
+        mode: "0600"
+"""
+
+
+@pytest.mark.parametrize(
+    ("image", "inline"),
+    [("livekit/egress:v1.14.1", False), ("registry.example/egress:v1.9.0", False),
+     ("trunkline/egress:1.8.6", True), ("registry.example/egress:prod-build", False)],
+)  # fmt: skip
+def test_s3_settings_go_where_the_image_version_reads_them(tmp_path, image, inline):
+    """Egress 1.9+ reads uploads under `storage:`, 1.8 at the top level."""
+    out = tmp_path / "egress.yaml"
+    play = RENDER.replace("{{ playbook_dir }}", str(Path(__file__).resolve().parent.parent))
+    proc = run_local_play(
+        tmp_path, play, {**GOOD, **S3, "livekit_egress_image": image, "out": str(out)}
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    config = yaml.safe_load(out.read_text())
+    s3 = config["s3"] if inline else config["storage"]["s3"]
+    assert ("storage" in config) != inline and ("s3" in config) == inline
+    assert s3["bucket"] == "calls" and s3["endpoint"] == "https://s3.example.internal"
+    assert s3["access_key"] == "AKIAEXAMPLE" and s3["secret"] == "s3-secret-value"
+    assert config["redis"]["password"] == GOOD["vault_redis_password"]
+    assert "s3-secret-value" not in proc.stdout
