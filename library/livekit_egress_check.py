@@ -41,10 +41,6 @@ options:
     description: Redis ACL user.
     type: str
     default: ""
-  redis_db:
-    description: Redis database (pub/sub channels are global; kept for symmetry).
-    type: int
-    default: 0
   timeout:
     description: Seconds for each network call.
     type: float
@@ -160,7 +156,6 @@ def main() -> None:
             "redis_address": {"type": "str", "required": True},
             "redis_password": {"type": "str", "default": "", "no_log": True},
             "redis_username": {"type": "str", "default": ""},
-            "redis_db": {"type": "int", "default": 0},
             "timeout": {"type": "float", "default": 5},
         },
         supports_check_mode=True,

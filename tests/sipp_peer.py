@@ -190,3 +190,73 @@ def stray_invite(
         )  # fmt: skip
         time.sleep(0.1)
     return sniffer.wire
+
+
+# A caller (UAC) that sends G.711 from the answer on: the INVITE of @DID@, then
+# CALLER_TALK: answered, it talks (@SPEECH@ looped) for @HOLD@ ms and hangs up.
+# load_bench.py and recording.py fill the placeholders (@NAME@: the scenario's).
+CALLER_INVITE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="@NAME@">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:@DID@@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+1212555[call_number]@[local_ip]:[local_port]>;tag=[call_number]
+      To: <sip:@DID@@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:load@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=load 1 1 IN IP[local_ip_type] [local_ip]
+      s=load
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [rtpstream_audio_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+      a=ptime:20
+      a=sendrecv
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+"""
+
+CALLER_TALK = """  <recv response="180" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+1212555[call_number]@[local_ip]:[local_port]>;tag=[call_number]
+      To: <sip:@DID@@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop><action><exec rtp_stream="@SPEECH@,-1,0"/></action></nop>
+  <pause milliseconds="@HOLD@"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+1212555[call_number]@[local_ip]:[local_port]>;tag=[call_number]
+      To: <sip:@DID@@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      [routes]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""

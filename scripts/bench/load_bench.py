@@ -62,40 +62,11 @@ from call_bench import (  # noqa: E402
 from trunkline.probe import silence_file, speech_file  # noqa: E402
 
 import services  # noqa: E402 (tests/, put on the path by call_bench)
-from sipp_peer import free_udp_tcp_port  # noqa: E402
+from sipp_peer import CALLER_INVITE, CALLER_TALK, free_udp_tcp_port  # noqa: E402
 
 AGENT_DID, PLAIN_DID = "+12127773456", "+12127773459"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="load @PHASE@">
-  <send retrans="500">
-    <![CDATA[
-      INVITE sip:@DID@@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:+1212555[call_number]@[local_ip]:[local_port]>;tag=[call_number]
-      To: <sip:@DID@@[remote_ip]:[remote_port]>
-      Call-ID: [call_id]
-      CSeq: 1 INVITE
-      Contact: <sip:load@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Content-Type: application/sdp
-      Content-Length: [len]
-
-      v=0
-      o=load 1 1 IN IP[local_ip_type] [local_ip]
-      s=load
-      c=IN IP[media_ip_type] [media_ip]
-      t=0 0
-      m=audio [rtpstream_audio_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
-      a=ptime:20
-      a=sendrecv
-
-    ]]>
-  </send>
-  <recv response="100" optional="true"/>
-"""
 
 # Ring, hold, CANCEL: the rule starts no agent, so nobody answers.
 RING = """  <recv response="180"/>
@@ -128,43 +99,6 @@ RING = """  <recv response="180"/>
 
     ]]>
   </send>
-</scenario>
-"""
-
-# Answered by the agent; the caller talks (looped speech) until its BYE.
-TALK = """  <recv response="180" optional="true"/>
-  <recv response="200" rrs="true"/>
-  <send>
-    <![CDATA[
-      ACK [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:+1212555[call_number]@[local_ip]:[local_port]>;tag=[call_number]
-      To: <sip:@DID@@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 1 ACK
-      [routes]
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <nop><action><exec rtp_stream="@SPEECH@,-1,0"/></action></nop>
-  <pause milliseconds="@HOLD@"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:+1212555[call_number]@[local_ip]:[local_port]>;tag=[call_number]
-      To: <sip:@DID@@[remote_ip]:[remote_port]>[peer_tag_param]
-      Call-ID: [call_id]
-      CSeq: 2 BYE
-      [routes]
-      Max-Forwards: 70
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200" crlf="true"/>
 </scenario>
 """
 
@@ -382,14 +316,14 @@ def scenario(work: Path, phase: str, hold_ms: int) -> Path:
     if phase == "agents":
         speech = speech_file("pcmu", "Hello, I would like to check my order, please.", work)
         silence_file("pcmu", work)
-        body = TALK.replace("@SPEECH@", str(speech))
+        body = CALLER_TALK.replace("@SPEECH@", str(speech))
         did = AGENT_DID
     else:
         body = RING
         did = PLAIN_DID
-    text = (HEAD + body).replace("@DID@", did).replace("@HOLD@", str(hold_ms))
+    text = (CALLER_INVITE + body).replace("@DID@", did).replace("@HOLD@", str(hold_ms))
     path = work / f"load-{phase}.xml"
-    path.write_text(text.replace("@PHASE@", phase))
+    path.write_text(text.replace("@NAME@", f"load {phase}"))
     return path
 
 

@@ -57,20 +57,15 @@ def _time(ns: int) -> str | None:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds") if ns else None
 
 
+def _file(f) -> dict:
+    duration = round(f.duration / 1e9, 3) if f.duration else None
+    return {"filename": f.filename, "location": f.location, "size": f.size, "duration_s": duration}
+
+
 def recording_of(info) -> Recording:
-    files = [
-        {
-            "filename": f.filename,
-            "location": f.location,
-            "size": f.size,
-            "duration_s": round(f.duration / 1e9, 3) if f.duration else None,
-        }
-        for f in info.file_results
-    ]
-    if not files and info.HasField("file"):
-        f = info.file
-        files = [{"filename": f.filename, "location": f.location, "size": f.size,
-                  "duration_s": round(f.duration / 1e9, 3) if f.duration else None}]  # fmt: skip
+    # file_results; older servers fill only the deprecated single `file`
+    results = list(info.file_results) or ([info.file] if info.HasField("file") else [])
+    files = [_file(f) for f in results]
     duration = None
     if info.started_at and info.ended_at:
         duration = round((info.ended_at - info.started_at) / 1e9, 3)
