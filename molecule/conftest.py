@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,17 +68,18 @@ def failed_messages(report: dict) -> list[str]:
     return out
 
 
+def _playbook(name: str) -> str:
+    """A playbook of the collection by FQCN (trunkline.voice.site), else a file of
+    this scenario."""
+    if re.fullmatch(r"\w+\.\w+\.\w+", name):
+        return name
+    return str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / name)
+
+
 def run_playbook_text(name: str, *args: str) -> subprocess.CompletedProcess:
-    """Run a playbook of this scenario with the default callback; the whole output."""
-    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    """Run a playbook (see _playbook) with the default callback; the whole output."""
     return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(scenario / name),
-            *args,
-        ],
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], _playbook(name), *args],
         env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default"),
         capture_output=True,
         text=True,
@@ -87,17 +89,10 @@ def run_playbook_text(name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def run_playbook(name: str, *args: str) -> dict:
-    """Run a playbook of this scenario against its hosts; the JSON report plus rc."""
-    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    """Run a playbook (see _playbook) against the scenario's hosts; the JSON report plus rc."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
     proc = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            os.environ["MOLECULE_INVENTORY_FILE"],
-            str(scenario / name),
-            *args,
-        ],
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], _playbook(name), *args],
         env=env,
         capture_output=True,
         text=True,

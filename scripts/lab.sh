@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make lab / make lab-down: a local lab host (a systemd container from the
-# test bed's Debian 12 image) with playbooks/site.yml applied through
+# test bed's Debian 12 image) with trunkline.voice.site applied through
 # inventories/lab, then a check that what was deployed answers.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,10 +45,10 @@ up() {
     done
     docker exec "$name" update-ca-certificates >/dev/null 2>&1 || true
   fi
-  echo "==> lab: systemd is $state; applying playbooks/site.yml"
-  ansible-playbook playbooks/site.yml
-  echo "==> lab: applying playbooks/telephony.yml (inventories/lab/telephony.yml)"
-  ansible-playbook playbooks/telephony.yml
+  echo "==> lab: systemd is $state; applying trunkline.voice.site"
+  ansible-playbook trunkline.voice.site
+  echo "==> lab: applying trunkline.voice.telephony (inventories/lab/telephony.yml)"
+  ansible-playbook trunkline.voice.telephony
   addr=$(docker inspect -f "{{ (index .NetworkSettings.Networks \"$net\").IPAddress }}" "$name")
   echo "==> lab: checking what runs, by protocol, from this machine"
   check "redis AUTH PING" test "$(REDISCLI_AUTH=$(head -1 .lab/secrets/redis_password) redis-cli --no-auth-warning -h "$addr" PING)" = PONG
@@ -64,7 +64,7 @@ up() {
       -t "${t:0:1}1" -i "$local_ip" -p "$((20000 + RANDOM % 5000))" -m 1 -timeout 10s -timeout_error -nostdin
   done
   check "LiveKit's trunks and rules match telephony.yml (--check: changed=0)" sh -c \
-    "ansible-playbook playbooks/telephony.yml --check | grep -Eq 'changed=0 .*failed=0'"
+    "ansible-playbook trunkline.voice.telephony --check | grep -Eq 'changed=0 .*failed=0'"
   check "the lab dispatch rule is in LiveKit, owned (trunkline telephony export --owned)" sh -c \
     "LIVEKIT_URL=http://$addr:7880 LIVEKIT_API_KEY=API\$(head -1 .lab/secrets/livekit_api_key) \
      LIVEKIT_API_SECRET=\$(head -1 .lab/secrets/livekit_api_secret) trunkline telephony export --owned \
@@ -96,7 +96,7 @@ Trunkline lab is up in $((SECONDS - t0)) s.
   cxml        https://$addr/cxml/ (the voice application URL), bearer token in .lab/secrets/cxml_auth_token
               test call: trunkline probe --cxml https://$addr/cxml/ --cxml-ca .lab/caddy-root.crt --did +12127773456
   redis       $addr:6379, password in .lab/secrets/redis_password (0600)
-  re-apply    ansible-playbook playbooks/site.yml      (inventories/lab is the default)
+  re-apply    ansible-playbook trunkline.voice.site      (inventories/lab is the default)
   remove      make lab-down
 MSG
 }

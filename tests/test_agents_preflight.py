@@ -22,7 +22,7 @@ PLAY = """
   tasks:
     - name: Check the livekit_agents inputs
       ansible.builtin.include_role:
-        name: livekit_agents
+        name: trunkline.voice.livekit_agents
         tasks_from: preflight
 """
 

@@ -24,7 +24,7 @@ PLAY = """
   tasks:
     - name: Check the livekit_egress inputs
       ansible.builtin.include_role:
-        name: livekit_egress
+        name: trunkline.voice.livekit_egress
         tasks_from: preflight
 """
 
@@ -149,7 +149,7 @@ RENDER = """
   tasks:
     - name: Load the role's variables
       ansible.builtin.include_role:
-        name: livekit_egress
+        name: trunkline.voice.livekit_egress
         tasks_from: preflight
         public: true
     - name: Render

@@ -1,4 +1,4 @@
-"""playbooks/telephony.yml and library/livekit_telephony.py against a real
+"""trunkline.voice.telephony and the livekit_telephony module against a real
 livekit-server: check mode writes nothing, apply converges, a re-run reports
 no change, a bad file fails naming file/object/field, secrets stay hidden."""
 
@@ -16,7 +16,7 @@ from test_telephony_apply import BASE, PASSWORD, Api
 from trunkline.telephony.livekit import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
-PLAYBOOK = ROOT / "playbooks" / "telephony.yml"
+PLAYBOOK = "trunkline.voice.telephony"  # this checkout (make venv links it)
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def setup(livekit_server, tmp_path):
 def playbook(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     bindir = Path(sys.executable).parent
     proc = subprocess.run(
-        [str(bindir / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), str(PLAYBOOK),
+        [str(bindir / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), PLAYBOOK,
          "--diff", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env={"PATH": f"{bindir}:/usr/bin:/bin", "ANSIBLE_FORCE_COLOR": "0",

@@ -79,12 +79,12 @@ def _span(proto: str, start: int, end: int) -> str:
 class FilterModule:
     def filters(self):
         return {
-            "trunkline_agent_instances": agent_instances,
-            "trunkline_agent_port": lambda i: {
+            "agent_instances": agent_instances,
+            "agent_port": lambda i: {
                 "name": "livekit_agents_health_port",
                 "proto": "tcp",
                 "start": i["health_port"],
             },
-            "trunkline_redis_endpoint": redis_endpoint,
-            "trunkline_port_conflicts": port_conflicts,
+            "redis_endpoint": redis_endpoint,
+            "port_conflicts": port_conflicts,
         }

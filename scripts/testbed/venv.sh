@@ -18,6 +18,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+# This checkout as the collection trunkline.voice (ansible.cfg's collections_path):
+# ansible-playbook trunkline.voice.site runs what is here.
+mkdir -p "$venv/collections/ansible_collections/trunkline"
+ln -sfn ../../../.. "$venv/collections/ansible_collections/trunkline/voice"
 # The agent runtime the tests run the example agent with: livekit-agents and
 # the silero plugin at the livekit_agents role's default pins and constraints.
 agent_venv=${venv}-agent

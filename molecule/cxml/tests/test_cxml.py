@@ -21,7 +21,7 @@ import yaml
 from conftest import host_address, run_playbook, run_playbook_text, secret
 
 NAMES = ("trunkline-cxml-deb12", "trunkline-cxml-deb13")
-PLAYBOOK = "../../playbooks/cxml_endpoint.yml"
+PLAYBOOK = "trunkline.voice.cxml_endpoint"
 UNIT = "trunkline-cxml"
 ROUTING_FILE = "/etc/trunkline-cxml/cxml.yml"
 ENV_FILE = "/etc/trunkline-cxml/cxml.env"

@@ -190,7 +190,7 @@ def test_killed_worker_is_restarted_by_systemd(host):
     _wait_registered(host, killed - 1)
 
 
-AGENTS_PLAYBOOK = str(Path(__file__).resolve().parents[3] / "playbooks/livekit_agents.yml")
+AGENTS_PLAYBOOK = "trunkline.voice.livekit_agents"
 
 
 def _journal_time(host, unit: str, text: str, since: float) -> float | None:

@@ -10,9 +10,9 @@ short_description: Make LiveKit's SIP trunks and dispatch rules match a telephon
 description:
   - A thin adapter over Trunkline's reconciler (C(trunkline telephony plan/apply)); the same
     validation, ownership rules and ordering apply.
-  - Runs on the controller (C(delegate_to: localhost)) with the Python that has the
-    C(trunkline) package (the project's venv, i.e. C(ansible_playbook_python)), and talks to
-    the LiveKit API over the network.
+  - "Runs on the controller (C(delegate_to: localhost)) with the Python that has the
+    C(trunkline) package (the controller's venv, that is C(ansible_playbook_python)), and talks to
+    the LiveKit API over the network."
   - The file is validated before any API call; a bad file fails with every problem named by
     file, object and field, and nothing is changed.
   - Only objects carrying Trunkline's ownership marker are changed; a name shared with an
@@ -72,7 +72,7 @@ author: Trunkline
 
 EXAMPLES = r"""
 - name: Apply telephony.yml
-  livekit_telephony:
+  trunkline.voice.livekit_telephony:
     src: "{{ inventory_dir }}/telephony.yml"
     secrets:
       CLOUDONIX_OUTBOUND_PASSWORD: "{{ vault_cloudonix_outbound_password }}"

@@ -50,7 +50,7 @@ author: Trunkline
 
 EXAMPLES = r"""
 - name: Check that the server sees this Egress worker
-  livekit_egress_check:
+  trunkline.voice.livekit_egress_check:
     server_url: ws://127.0.0.1:7880
     api_key: "{{ livekit_egress_api_key }}"
     api_secret: "{{ livekit_egress_api_secret }}"

@@ -38,7 +38,7 @@ author: Trunkline
 
 EXAMPLES = r"""
 - name: Check that livekit-sip answers OPTIONS over UDP
-  sip_options:
+  trunkline.voice.sip_options:
     port: 5060
     transport: udp
 """
