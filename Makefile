@@ -21,7 +21,8 @@ help:
 
 venv: $(VENV)/.trunkline-stamp
 
-$(VENV)/.trunkline-stamp: pyproject.toml constraints.txt roles/livekit_agents/files/constraints.txt
+$(VENV)/.trunkline-stamp: pyproject.toml requirements.txt constraints.txt tests/support/pyproject.toml \
+    roles/livekit_agents/files/constraints.txt
 	@scripts/testbed/venv.sh "$(PYTHON)" "$(VENV)"
 	@touch $@
 

@@ -17,7 +17,10 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+# The controller's Ansible (requirements.txt), trunkline editable with the
+# CXML endpoint's extra, the dev tools, and the named test-support package.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt \
+  -r requirements.txt --group dev -e '.[cxml]' -e tests/support
 # This checkout as the collection trunkline.voice (ansible.cfg's collections_path):
 # ansible-playbook trunkline.voice.site runs what is here.
 mkdir -p "$venv/collections/ansible_collections/trunkline"
