@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from trunkline.config import REF_ONLY, FieldReader, interpolate, load_yaml
+from trunkline.config import FieldReader, Network, interpolate, load_yaml
 from trunkline.errors import ConfigError, Problem
 from trunkline.numbers import normalize_e164
 from trunkline.telephony import model as telephony_model
@@ -52,13 +52,10 @@ NAME_HINT = "1-64 letters, digits, '.', '_' or '-', starting with a letter or di
 HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 HEADER_NAME = re.compile(r"^[Xx]-[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 VOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$")
-SECONDS = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 # Characters XML 1.0 cannot carry at all, plus every control character: a
 # caller-controlled value keeps none of them (SIP headers forbid CR/LF too).
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 CONTEXT_MAX = 128
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 # --- verbs: what a decision answers; render.py maps each to one element ------
@@ -304,79 +301,8 @@ def answer_verbs(
 # --- loading and validation ------------------------------------------------------
 
 
-class _Fields(FieldReader):
-    """Reads one object's fields, recording problems (file, object, field)
-    instead of raising, so a single run reports everything to fix."""
-
-    def __init__(self, file: str, path: str, data: Any, problems: list[Problem]):
-        self.file, self.path, self.problems = file, path, problems
-        if data is not None and not isinstance(data, dict):
-            self.fail("", f"must be a mapping, not {type(data).__name__}")
-        self.data: dict = data if isinstance(data, dict) else {}
-        self.seen: set[str] = set()
-
-    def fail(self, key: str, message: str) -> None:
-        """Record a problem; one per field (an unset ${VAR} is not also "required")."""
-        where = ".".join(p for p in (self.path, key) if p)
-        if not any(p.path == where and p.file == self.file for p in self.problems):
-            self.problems.append(Problem(self.file, where, message))
-
-    def str(
-        self, key: str, required: bool = False, pattern: re.Pattern | None = None, what: str = ""
-    ) -> str:
-        value = self.get(key)
-        if value is None or value == "":
-            if required:
-                self.fail(key, "is required")
-            return ""
-        if not isinstance(value, str | int) or isinstance(value, bool):
-            self.fail(key, f"must be a string, not {type(value).__name__}")
-            return ""
-        text = str(value)
-        if pattern is not None and not pattern.match(text):
-            self.fail(key, f"{text!r} is not {what or 'valid here'}")
-            return ""
-        return text
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.str(key) or default
-        if value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)} (not {value!r})")
-            return default
-        return value
-
-    def seconds(self, key: str, default: float, low: float, high: float) -> float:
-        value = self.get(key)
-        if value is None:
-            return default
-        match = SECONDS.match(str(value)) if isinstance(value, str | int | float) else None
-        if not match or isinstance(value, bool):
-            self.fail(key, f"must be a duration like 30, 30s, 500ms or 1m (not {value!r})")
-            return default
-        scale = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0}[match.group(2)]
-        result = float(match.group(1)) * scale
-        if not low <= result <= high:
-            self.fail(key, f"must be between {low:g} s and {high:g} s (not {result:g} s)")
-            return default
-        return result
-
-    def mapping(self, key: str) -> dict:
-        value = self.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping, not {type(value).__name__}")
-            return {}
-        return value
-
-    def secret(self, key: str, raw: Mapping, required: bool = False) -> str:
-        """A secret: only a ${ENV_VAR} reference may be written in the file."""
-        value = self.str(key, required=required)
-        written = raw.get(key) if isinstance(raw, Mapping) else None
-        if written not in (None, "") and not (isinstance(written, str) and REF_ONLY.match(written)):
-            self.fail(key, "must be a ${ENV_VAR} reference: secrets are never written in the file")
-            return ""
-        return value
+# What cxml.yml reads differently from telephony.yml (see config.FieldReader).
+_READING = {"blank_is_missing": True, "null_is_empty": True, "one_problem_per_field": True}
 
 
 def load(path: str | Path, env: Mapping[str, str]) -> Routing:
@@ -391,19 +317,17 @@ def parse(data: Any, file: str, env: Mapping[str, str], base: Path | None = None
     problems: list[Problem] = []
     raw = data or {}
     resolved = interpolate(raw, env, file, "", problems)
-    for p in problems:  # interpolate() paths start with "."
-        object.__setattr__(p, "path", p.path.lstrip("."))
-    top = _Fields(file, "", resolved, problems)
+    top = FieldReader(file, "", resolved, problems, raw, **_READING)
 
-    token = _auth(top, raw)
-    allow = _networks(top, "allow_sources")
-    proxies = _networks(top, "trusted_proxies")
+    token = _auth(top)
+    allow = top.networks("allow_sources")
+    proxies = top.networks("trusted_proxies")
     action_url = _action_url(top)
     trunks = _telephony(top, base or Path.cwd(), env, problems)
     health = _health(top)
     default = _answer(top, "default", DEFAULT_ANSWER)
     fallback = _answer(top, "fallback", DEFAULT_FALLBACK)
-    routes, warnings = _routes(top, raw, trunks, fallback, health)
+    routes, warnings = _routes(top, trunks, fallback, health)
     top.done()
 
     by_number = _claim_numbers(file, routes, problems)
@@ -423,27 +347,17 @@ def parse(data: Any, file: str, env: Mapping[str, str], base: Path | None = None
     )
 
 
-def _auth(top: _Fields, raw: Mapping) -> str:
-    auth = _Fields(top.file, "auth", top.get("auth"), top.problems)
+def _auth(top: FieldReader) -> str:
+    auth = top.child("auth")
     if "auth" not in top.data:
         top.fail("auth", "is required: the bearer token Cloudonix sends (auth.token)")
         return ""
-    token = auth.secret("token", raw.get("auth") or {}, required=True)
+    token = auth.secret("token", required=True)
     auth.done()
     return token
 
 
-def _networks(top: _Fields, key: str) -> tuple[Network, ...]:
-    out = []
-    for i, value in enumerate(top.list(key)):
-        try:
-            out.append(ipaddress.ip_network(str(value), strict=False))
-        except ValueError:
-            top.fail(f"{key}[{i}]", f"{value!r} is not an IP address or CIDR")
-    return tuple(out)
-
-
-def _action_url(top: _Fields) -> str:
+def _action_url(top: FieldReader) -> str:
     url = top.str("action_url") or "/dial-status"
     parts = urlsplit(url)
     absolute = parts.scheme in ("http", "https") and parts.netloc
@@ -455,7 +369,7 @@ def _action_url(top: _Fields) -> str:
 
 
 def _telephony(
-    top: _Fields, base: Path, env: Mapping[str, str], problems: list[Problem]
+    top: FieldReader, base: Path, env: Mapping[str, str], problems: list[Problem]
 ) -> dict[str, telephony_model.InboundTrunk] | None:
     """The inbound trunks of the referenced telephony.yml, by name (None: no file)."""
     ref = top.str("telephony")
@@ -471,7 +385,7 @@ def _telephony(
     return {t.name: t for t in parsed.telephony.inbound_trunks}
 
 
-def _url(fields: _Fields, key: str, value: Any) -> str:
+def _url(fields: FieldReader, key: str, value: Any) -> str:
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         fields.fail(key, f"{value!r} is not an http(s) URL")
@@ -479,8 +393,8 @@ def _url(fields: _Fields, key: str, value: Any) -> str:
     return value
 
 
-def _health(top: _Fields) -> HealthTargets:
-    h = _Fields(top.file, "health", top.get("health"), top.problems)
+def _health(top: FieldReader) -> HealthTargets:
+    h = top.child("health")
     sip = h.get("livekit_sip")
     agents = []
     for name, url in h.mapping("agents").items():
@@ -497,17 +411,17 @@ def _health(top: _Fields) -> HealthTargets:
     return targets
 
 
-def _answer(parent: _Fields, key: str, default: Answer) -> Answer:
+def _answer(parent: FieldReader, key: str, default: Answer) -> Answer:
     """A default or fallback: exactly one of say, play, dial, reject."""
     if parent.get(key) is None:
         return default
-    a = _Fields(parent.file, f"{parent.path}.{key}".lstrip("."), parent.get(key), parent.problems)
+    a = parent.child(key)
     given = [k for k in ANSWER_KINDS if a.data.get(k) not in (None, "")]
     for kind in ANSWER_KINDS:
         a.get(kind)
     if len(given) != 1:
         a.fail("", f"give exactly one of {', '.join(ANSWER_KINDS)} (found {len(given)})")
-        a.seen.update(("voice", "language", "timeout"))
+        a.skip("voice", "language", "timeout")
         a.done()
         return default
     kind = given[0]
@@ -523,16 +437,12 @@ def _answer(parent: _Fields, key: str, default: Answer) -> Answer:
     return Answer(kind, value, voice, language, timeout) if value else default
 
 
-def _answer_value(a: _Fields, kind: str) -> str:
+def _answer_value(a: FieldReader, kind: str) -> str:
     value = a.str(kind)
     if kind == "play":
         return _url(a, "play", value)
     if kind == "dial":
-        try:
-            return normalize_e164(value)
-        except ValueError as exc:
-            a.fail("dial", str(exc))
-            return ""
+        return a.e164("dial", value)
     if kind == "reject" and value not in REJECT_REASONS:
         a.fail("reject", f"must be one of {', '.join(REJECT_REASONS)} (not {value!r})")
         return ""
@@ -543,21 +453,19 @@ def _answer_value(a: _Fields, kind: str) -> str:
 
 
 def _routes(
-    top: _Fields,
-    raw: Mapping,
+    top: FieldReader,
     trunks: dict[str, telephony_model.InboundTrunk] | None,
     fallback: Answer,
     health: HealthTargets,
 ) -> tuple[list[Route], list[Problem]]:
     routes: list[Route] = []
     warnings: list[Problem] = []
-    raw_routes = raw.get("routes") if isinstance(raw.get("routes"), list) else []
+    written = top.raw.get("routes") if isinstance(top.raw.get("routes"), list) else []
     for i, value in enumerate(top.list("routes")):
         label = value.get("name") if isinstance(value, dict) else None
         path = f"routes[{label if isinstance(label, str) and label else i}]"
-        r = _Fields(top.file, path, value, top.problems)
-        raw_route = raw_routes[i] if i < len(raw_routes) and isinstance(raw_routes[i], dict) else {}
-        route = _route(r, raw_route, trunks, fallback, health, warnings)
+        r = top.child(path, value, written[i] if i < len(written) else None)
+        route = _route(r, trunks, fallback, health, warnings)
         if route is not None:
             routes.append(route)
     if not top.list("routes"):
@@ -569,8 +477,7 @@ def _routes(
 
 
 def _route(
-    r: _Fields,
-    raw: Mapping,
+    r: FieldReader,
     trunks: dict[str, telephony_model.InboundTrunk] | None,
     fallback: Answer,
     health: HealthTargets,
@@ -587,9 +494,9 @@ def _route(
     if kind == "service":
         target = _service_fields(r, kind)
     elif kind == "sip":
-        target = _sip_fields(r, raw, trunk)
+        target = _sip_fields(r, trunk)
     else:  # the type's own fields cannot be judged without a type
-        r.seen.update(("provider", "host", "port", "transport", "username", "password"))
+        r.skip("provider", "host", "port", "transport", "username", "password")
         target = {}
     headers = _headers(r, trunk, warnings)
     agent = r.str("agent", pattern=NAME, what=NAME_HINT)
@@ -612,7 +519,7 @@ def _route(
 
 
 def _trunk(
-    r: _Fields, trunks: dict[str, telephony_model.InboundTrunk] | None
+    r: FieldReader, trunks: dict[str, telephony_model.InboundTrunk] | None
 ) -> telephony_model.InboundTrunk | None:
     ref = r.str("trunk")
     if not ref:
@@ -625,13 +532,11 @@ def _trunk(
     return trunks.get(ref)
 
 
-def _route_numbers(r: _Fields, trunk: telephony_model.InboundTrunk | None) -> tuple[str, ...]:
+def _route_numbers(r: FieldReader, trunk: telephony_model.InboundTrunk | None) -> tuple[str, ...]:
     numbers: list[str] = list(trunk.numbers) if trunk else []
     for i, value in enumerate(r.list("numbers")):
-        try:
-            number = normalize_e164(value if isinstance(value, str) else str(value))
-        except ValueError as exc:
-            r.fail(f"numbers[{i}]", str(exc))
+        number = r.e164(f"numbers[{i}]", value)
+        if not number:
             continue
         if number in numbers:
             r.fail(f"numbers[{i}]", f"{number} is listed twice (or already the trunk's)")
@@ -641,7 +546,7 @@ def _route_numbers(r: _Fields, trunk: telephony_model.InboundTrunk | None) -> tu
     return tuple(numbers)
 
 
-def _service_fields(r: _Fields, kind: str) -> dict[str, Any]:
+def _service_fields(r: FieldReader, kind: str) -> dict[str, Any]:
     for key in ("host", "port", "transport", "username", "password"):
         if key in r.data:
             r.get(key)
@@ -649,9 +554,7 @@ def _service_fields(r: _Fields, kind: str) -> dict[str, Any]:
     return {"provider": r.str("provider", required=True, pattern=NAME, what=NAME_HINT)}
 
 
-def _sip_fields(
-    r: _Fields, raw: Mapping, trunk: telephony_model.InboundTrunk | None
-) -> dict[str, Any]:
+def _sip_fields(r: FieldReader, trunk: telephony_model.InboundTrunk | None) -> dict[str, Any]:
     if "provider" in r.data:
         r.get("provider")
         r.fail("provider", "applies to service routes only, not sip")
@@ -664,7 +567,7 @@ def _sip_fields(
         r.fail("port", f"{port} is not between 1 and 65535")
         port = 0
     username = r.str("username")
-    password = r.secret("password", raw)
+    password = r.secret("password")
     if bool(username) != (r.data.get("password") not in (None, "")):
         r.fail("password" if username else "username", "username and password go together")
     if not username and trunk is not None and trunk.auth is not None:
@@ -678,7 +581,7 @@ def _sip_fields(
     }
 
 
-def _sip_host(r: _Fields) -> str:
+def _sip_host(r: FieldReader) -> str:
     host = r.str("host", required=True)
     if not host:
         return ""
@@ -692,7 +595,7 @@ def _sip_host(r: _Fields) -> str:
     return f"[{ip}]" if ip.version == 6 else str(ip)
 
 
-def _caller_id_policy(r: _Fields) -> str:
+def _caller_id_policy(r: FieldReader) -> str:
     value = r.str("caller_id") or "passthrough"
     if value in ("passthrough", "none"):
         return value
@@ -704,7 +607,7 @@ def _caller_id_policy(r: _Fields) -> str:
 
 
 def _headers(
-    r: _Fields, trunk: telephony_model.InboundTrunk | None, warnings: list[Problem]
+    r: FieldReader, trunk: telephony_model.InboundTrunk | None, warnings: list[Problem]
 ) -> tuple[tuple[str, str], ...]:
     out = []
     mapped = {k.lower() for k, _v in trunk.headers_to_attributes} if trunk else set()

@@ -7,21 +7,19 @@ shows everything to fix.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from trunkline.config import REF_ONLY, FieldReader, interpolate
+from trunkline.config import FieldReader, interpolate, label
 from trunkline.errors import ConfigError, Problem
-from trunkline.numbers import normalize_e164
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+HEADER_HINT = "a valid header name"
 HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:(\d{1,5}))?$")
-DURATION = re.compile(r"^(\d+)(s|m|h)?$")
 MEDIA_ENCRYPTION = ("disable", "allow", "require")
 TRANSPORTS = ("auto", "udp", "tcp", "tls")
 RULE_TYPES = ("individual", "direct", "callee")
@@ -100,102 +98,17 @@ class Parsed:
     warnings: list[Problem]
 
 
-class _Reader(FieldReader):
-    """Reads one object's fields, recording problems instead of raising."""
-
-    def __init__(self, file: str, path: str, data: Any, problems: list[Problem]):
-        self.file, self.path, self.problems = file, path, problems
-        if not isinstance(data, dict):
-            self.fail("", f"must be a mapping, not {type(data).__name__}")
-            data = {}
-        self.data = data
-        self.seen: set[str] = set()
-
-    def fail(self, key: str, message: str) -> None:
-        self.problems.append(
-            Problem(self.file, f"{self.path}.{key}" if key else self.path, message)
-        )
-
-    def str(self, key: str, default: str = "", required: bool = False) -> str:
-        value = self.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "is required")
-            return default
-        if not isinstance(value, str | int) or isinstance(value, bool):
-            self.fail(key, f"must be a string, not {type(value).__name__}")
-            return default
-        return str(value)
-
-    def bool(self, key: str, default: bool = False) -> bool:
-        value = self.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, not {value!r}")
-            return default
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.str(key, default)
-        if value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)} (not {value!r})")
-            return default
-        return value
-
-    def numbers(self, key: str) -> tuple[str, ...]:
-        out = []
-        for i, value in enumerate(self.list(key)):
-            try:
-                out.append(normalize_e164(value if isinstance(value, str) else str(value)))
-            except ValueError as exc:
-                self.fail(f"{key}[{i}]", str(exc))
-        for dup in sorted({n for n in out if out.count(n) > 1}):
-            self.fail(key, f"{dup} is listed twice")
-        return tuple(out)
-
-    def mapping(self, key: str, key_re: re.Pattern | None = None) -> tuple[tuple[str, str], ...]:
-        value = self.get(key, {})
-        if value is None:
-            return ()
-        if not isinstance(value, dict):
-            self.fail(key, f"must be a mapping, not {type(value).__name__}")
-            return ()
-        out = []
-        for k, v in value.items():
-            if key_re is not None and not key_re.match(str(k)):
-                self.fail(f"{key}.{k}", "is not a valid header name")
-            if not isinstance(v, str | int) or isinstance(v, bool):
-                self.fail(f"{key}.{k}", f"must be a string, not {type(v).__name__}")
-                continue
-            out.append((str(k), str(v)))
-        return tuple(sorted(out))
-
-    def duration(self, key: str) -> int:
-        value = self.get(key)
-        if value is None:
-            return 0
-        match = DURATION.match(str(value)) if isinstance(value, str | int) else None
-        if not match or isinstance(value, bool):
-            self.fail(key, f"must be a duration like 30, 30s, 5m or 1h (not {value!r})")
-            return 0
-        return int(match.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[match.group(2)]
-
-    def auth(self, key: str, raw: Mapping) -> Auth | None:
-        value = self.get(key)
-        if value is None:
-            return None
-        sub = _Reader(self.file, f"{self.path}.{key}", value, self.problems)
-        username = sub.str("username", required=True)
-        password = sub.str("password", required=True)
-        raw_password = raw.get(key, {}).get("password") if isinstance(raw.get(key), dict) else None
-        if isinstance(raw_password, str) and raw_password and not REF_ONLY.match(raw_password):
-            sub.fail(
-                "password", "must be a ${ENV_VAR} reference: secrets are never written in the file"
-            )
-        sub.done()
-        return Auth(username, password) if username and password else None
+def _auth(r: FieldReader) -> Auth | None:
+    if r.get("auth") is None:
+        return None
+    sub = r.child("auth")
+    username = sub.str("username", required=True)
+    password = sub.secret("password", required=True)
+    sub.done()
+    return Auth(username, password) if username and password else None
 
 
-def _named(reader: _Reader) -> str:
+def _named(reader: FieldReader) -> str:
     name = reader.str("name", required=True)
     if name and not NAME.match(name):
         reader.fail(
@@ -204,22 +117,16 @@ def _named(reader: _Reader) -> str:
     return name
 
 
-def _inbound(r: _Reader, raw: Mapping) -> InboundTrunk:
+def _inbound(r: FieldReader) -> InboundTrunk:
     name = _named(r)
     numbers = r.numbers("numbers")
-    addresses = []
-    for i, value in enumerate(r.list("allowed_addresses")):
-        try:
-            addresses.append(str(ipaddress.ip_network(str(value), strict=False)))
-        except ValueError:
-            r.fail(f"allowed_addresses[{i}]", f"{value!r} is not an IP address or CIDR")
     trunk = InboundTrunk(
         name=name,
         numbers=numbers,
-        allowed_addresses=tuple(addresses),
+        allowed_addresses=tuple(str(n) for n in r.networks("allowed_addresses")),
         allowed_numbers=r.numbers("allowed_numbers"),
-        auth=r.auth("auth", raw),
-        headers_to_attributes=r.mapping("headers_to_attributes", HEADER),
+        auth=_auth(r),
+        headers_to_attributes=r.pairs("headers_to_attributes", HEADER, HEADER_HINT),
         media_encryption=r.choice("media_encryption", MEDIA_ENCRYPTION, "disable"),
         krisp=r.bool("krisp"),
         ringing_timeout=r.duration("ringing_timeout"),
@@ -232,7 +139,7 @@ def _inbound(r: _Reader, raw: Mapping) -> InboundTrunk:
     return trunk
 
 
-def _outbound(r: _Reader, raw: Mapping) -> OutboundTrunk:
+def _outbound(r: FieldReader) -> OutboundTrunk:
     name = _named(r)
     address = r.str("address", required=True)
     if address.lower().startswith("sip:"):
@@ -246,8 +153,8 @@ def _outbound(r: _Reader, raw: Mapping) -> OutboundTrunk:
         address=address,
         numbers=r.numbers("numbers"),
         transport=r.choice("transport", TRANSPORTS, "auto"),
-        auth=r.auth("auth", raw),
-        headers=r.mapping("headers", HEADER),
+        auth=_auth(r),
+        headers=r.pairs("headers", HEADER, HEADER_HINT),
         media_encryption=r.choice("media_encryption", MEDIA_ENCRYPTION, "disable"),
         metadata=r.str("metadata"),
     )
@@ -257,10 +164,10 @@ def _outbound(r: _Reader, raw: Mapping) -> OutboundTrunk:
     return trunk
 
 
-def _agents(r: _Reader) -> tuple[Agent, ...]:
+def _agents(r: FieldReader) -> tuple[Agent, ...]:
     out = []
     for i, value in enumerate(r.list("agents")):
-        sub = _Reader(r.file, f"{r.path}.agents[{i}]", value, r.problems)
+        sub = r.child(f"agents[{i}]", value)
         name = sub.str("name", required=True)
         if name and not AGENT_NAME.match(name):
             sub.fail(
@@ -278,7 +185,7 @@ DEFAULT_RECORDING = "/var/lib/livekit-egress/recordings/{room_name}-{time}.ogg"
 RECORDING_SUFFIXES = (".ogg",)
 
 
-def _record(r: _Reader) -> str:
+def _record(r: FieldReader) -> str:
     value = r.get("record")
     if value is None or value is False:
         return ""
@@ -288,7 +195,7 @@ def _record(r: _Reader) -> str:
         kind = type(value).__name__
         r.fail("record", f"must be true, false or a mapping with `filepath`, not {kind}")
         return ""
-    sub = _Reader(r.file, f"{r.path}.record", value, r.problems)
+    sub = r.child("record")
     path = sub.str("filepath", DEFAULT_RECORDING)
     sub.done()
     if not path.endswith(RECORDING_SUFFIXES):
@@ -302,7 +209,7 @@ def _record(r: _Reader) -> str:
     return path
 
 
-def _rule(r: _Reader) -> DispatchRule:
+def _rule(r: FieldReader) -> DispatchRule:
     name = _named(r)
     kind = r.choice("type", RULE_TYPES, "individual")
     trunks = []
@@ -322,7 +229,7 @@ def _rule(r: _Reader) -> DispatchRule:
         caller_numbers=r.numbers("caller_numbers"),
         agents=_agents(r),
         hide_phone_number=r.bool("hide_phone_number"),
-        attributes=r.mapping("attributes"),
+        attributes=r.pairs("attributes"),
         metadata=r.str("metadata"),
         krisp=r.bool("krisp"),
         record=_record(r),
@@ -343,31 +250,20 @@ def parse(data: Any, file: str, env: Mapping[str, str]) -> Parsed:
     warnings: list[Problem] = []
     if data is None:
         data = {}
-    top = _Reader(file, "", data, problems)
-    top.path = ""
-    resolved = interpolate(data if isinstance(data, dict) else {}, env, file, "", problems)
-    # interpolate() builds paths like ".inbound_trunks[0]..."; strip the leading dot
-    for p in problems:
-        object.__setattr__(p, "path", p.path.lstrip("."))
+    resolved = interpolate(data, env, file, "", problems) if isinstance(data, dict) else data
+    top = FieldReader(file, "", resolved, problems, data)
 
     def objects(kind: str, build):
-        out = []
-        raw_list = top.list(kind)
-        res_list = resolved.get(kind) or []
-        for i, raw in enumerate(raw_list):
-            label = (
-                raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else i
-            )
-            reader = _Reader(file, f"{kind}[{label}]", res_list[i], problems)
-            out.append(build(reader, raw if isinstance(raw, dict) else {}))
-        return out
+        written = data.get(kind) if isinstance(data, dict) else None
+        return [
+            build(top.child(f"{kind}[{label(written[i], i)}]", value, written[i]))
+            for i, value in enumerate(top.list(kind))
+        ]
 
     inbound = objects("inbound_trunks", _inbound)
     outbound = objects("outbound_trunks", _outbound)
-    rules = objects("dispatch_rules", lambda r, _raw: _rule(r))
-    for key in data if isinstance(data, dict) else {}:
-        if key not in ("inbound_trunks", "outbound_trunks", "dispatch_rules"):
-            problems.append(Problem(file, str(key), "is not a known section"))
+    rules = objects("dispatch_rules", _rule)
+    top.done("is not a known section")
 
     _check_names(
         file, "inbound_trunks", inbound, problems, others=outbound, other_kind="outbound_trunks"
