@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trunkline.telephony.livekit import Connection
+from trunkline.livekit import Connection
 
 import services
 

@@ -14,7 +14,7 @@ import yaml
 from livekit import api
 
 from trunkline.cli import main
-from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.livekit import Connection, LiveKit
 
 from sipp_peer import free_udp_tcp_port, reject_scenario
 

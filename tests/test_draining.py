@@ -18,8 +18,8 @@ import time
 import yaml
 
 from trunkline.cli import main
+from trunkline.livekit import Connection
 from trunkline.probe import Target, call
-from trunkline.telephony.livekit import Connection
 
 import services
 from conftest import agent_python

@@ -13,7 +13,7 @@ import pytest
 from livekit import api
 
 from trunkline.cli import main
-from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.livekit import Connection, LiveKit
 
 
 @pytest.fixture

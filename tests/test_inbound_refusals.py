@@ -18,8 +18,8 @@ import yaml
 from livekit import api
 
 from trunkline.cli import main
+from trunkline.livekit import Connection, LiveKit
 from trunkline.probe import Target, call
-from trunkline.telephony.livekit import Connection, LiveKit
 
 import services
 from conftest import AGENT_NAME

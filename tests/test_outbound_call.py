@@ -15,7 +15,7 @@ from livekit import api
 
 from trunkline.callee import Callee
 from trunkline.cli import main
-from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.livekit import Connection, LiveKit
 
 from conftest import AGENT_NAME
 from sipp_peer import free_udp_tcp_port

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_telephony_apply import BASE, PASSWORD, Api
 
-from trunkline.telephony.livekit import Connection
+from trunkline.livekit import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOK = "trunkline.voice.telephony"  # this checkout (make venv links it)

@@ -19,7 +19,8 @@ from livekit import api
 from livekit.protocol import sip as sip_pb
 
 from trunkline.cli import main
-from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.livekit import Connection
+from trunkline.telephony.livekit import LiveKitSip
 from trunkline.telephony.model import DEFAULT_RECORDING
 
 PASSWORD = "first-Secret-9f2c1"
@@ -89,7 +90,7 @@ class Api:
 
     def _run(self, fn):
         async def go():
-            async with LiveKit(self.conn) as lk:
+            async with LiveKitSip(self.conn) as lk:
                 return await fn(lk)
 
         return asyncio.run(go())
@@ -348,7 +349,7 @@ def test_api_failure_mid_apply_is_reported_and_a_rerun_converges(lk, write, caps
 
 
 async def _delete_rule(conn, rule_id):
-    async with LiveKit(conn) as lk:
+    async with LiveKitSip(conn) as lk:
         await lk.delete("dispatch_rule", rule_id, "blocker")
 
 

@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from trunkline.cli import main as trunkline_main  # noqa: E402
+from trunkline.livekit import Connection  # noqa: E402
 from trunkline.probe import ProbeError, ProbeResult, Target, call  # noqa: E402
-from trunkline.telephony.livekit import Connection  # noqa: E402
 
 import services  # noqa: E402 - tests/ holds the service starters shared with pytest
 
@@ -264,7 +264,7 @@ class Stack:
 
         from livekit import api
 
-        from trunkline.telephony.livekit import LiveKit
+        from trunkline.livekit import LiveKit
 
         async def count() -> int:
             async with LiveKit(self.conn) as lk:

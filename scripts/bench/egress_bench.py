@@ -57,7 +57,7 @@ import recording  # noqa: E402
 
 from trunkline.cli import main as trunkline_main  # noqa: E402
 from trunkline.egress import list_recordings  # noqa: E402
-from trunkline.telephony.livekit import Connection  # noqa: E402
+from trunkline.livekit import Connection  # noqa: E402
 
 import services  # noqa: E402
 

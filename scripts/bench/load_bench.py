@@ -203,7 +203,7 @@ class LoadStack(Stack):
         """(room, SIP participants, agents) for every room."""
         from livekit import api
 
-        from trunkline.telephony.livekit import LiveKit
+        from trunkline.livekit import LiveKit
 
         kinds = api.ParticipantInfo.Kind
 

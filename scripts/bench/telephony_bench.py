@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from trunkline.livekit import Connection  # noqa: E402
 from trunkline.telephony import ops  # noqa: E402
 from trunkline.telephony.apply import Options  # noqa: E402
-from trunkline.telephony.livekit import Connection  # noqa: E402
 from trunkline.telephony.model import parse  # noqa: E402
 
 import services  # noqa: E402 - tests/ holds the service starters shared with pytest

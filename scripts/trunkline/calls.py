@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from livekit import api
 
 from trunkline.errors import TrunklineError
-from trunkline.telephony.livekit import Connection, LiveKit, describe_error
+from trunkline.livekit import Connection, LiveKit, describe_error
 from trunkline.telephony.state import DEFAULT_OWNER, unwrap_metadata
 
 BUSY = {486, 600}  # Busy Here, Busy Everywhere

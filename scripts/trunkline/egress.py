@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from livekit import api
 
 from trunkline.errors import TrunklineError
-from trunkline.telephony.livekit import Connection, LiveKit, LiveKitError
+from trunkline.livekit import Connection, LiveKit, LiveKitError
 from trunkline.telephony.model import DEFAULT_RECORDING
 
 STATUS = {

@@ -522,7 +522,7 @@ async def _watch_room(
     agent; wait for the room to empty."""
     from livekit import api
 
-    from trunkline.telephony.livekit import LiveKit
+    from trunkline.livekit import LiveKit
 
     watch = RoomWatch(room=room)
     kinds = api.ParticipantInfo.Kind

@@ -14,7 +14,7 @@ import pytest
 from livekit import api
 
 from trunkline import probe
-from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.livekit import Connection, LiveKit
 
 from conftest import host_address, run_playbook, secret
 

@@ -18,7 +18,7 @@ import pytest
 import recording
 
 from trunkline.cli import main as trunkline
-from trunkline.telephony.livekit import Connection
+from trunkline.livekit import Connection
 
 from conftest import host_address, local_address_towards, run_playbook, secret
 

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trunkline.telephony.livekit import (
-    LiveKit,
-    LiveKitError,
-    inbound_proto,
-    outbound_proto,
-    rule_proto,
-)
+from trunkline.livekit import LiveKitError
+from trunkline.telephony.livekit import LiveKitSip, inbound_proto, outbound_proto, rule_proto
 from trunkline.telephony.model import Telephony
 from trunkline.telephony.plan import Change, Plan, make_plan
 from trunkline.telephony.state import Obj, desired_objects, hash_key
@@ -55,7 +50,9 @@ class Outcome:
     created_ids: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-async def plan_against(lk: LiveKit, telephony: Telephony, opts: Options) -> tuple[Plan, list[Obj]]:
+async def plan_against(
+    lk: LiveKitSip, telephony: Telephony, opts: Options
+) -> tuple[Plan, list[Obj]]:
     """Read LiveKit (three list calls, no writes) and compute the plan."""
     actual = await lk.actual_objects()
     desired = desired_objects(telephony, hash_key(lk.conn.api_secret))
@@ -66,7 +63,7 @@ def ordered(changes: list[Change]) -> list[Change]:
     return sorted(changes, key=lambda c: _ORDER[(c.action, c.kind)])
 
 
-async def execute(lk: LiveKit, plan: Plan, actual: list[Obj], owner: str) -> Outcome:
+async def execute(lk: LiveKitSip, plan: Plan, actual: list[Obj], owner: str) -> Outcome:
     """Carry out ``plan`` (which must have no conflicts) and report the outcome."""
     outcome = Outcome(plan)
     trunk_ids = {o.name: o.id for o in actual if o.kind == "inbound_trunk" and o.owner == owner}
@@ -82,7 +79,7 @@ async def execute(lk: LiveKit, plan: Plan, actual: list[Obj], owner: str) -> Out
     return outcome
 
 
-async def _one(lk: LiveKit, change: Change, owner: str, trunk_ids: dict, outcome: Outcome):
+async def _one(lk: LiveKitSip, change: Change, owner: str, trunk_ids: dict, outcome: Outcome):
     if change.action == "delete":
         await lk.delete(change.kind, change.id, change.name)
         return

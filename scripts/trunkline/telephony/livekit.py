@@ -1,21 +1,17 @@
-"""The adapter over livekit-api: reads and writes LiveKit's SIP objects and
-translates between them and Trunkline's views (state.Obj).
-
-Every API call is counted (``calls``), so the tests and the benchmark can
-prove that a no-op apply writes nothing.
+"""The telephony adapter over the LiveKit client (trunkline.livekit): reads
+and writes LiveKit's SIP trunks and dispatch rules and translates between
+them and Trunkline's views (state.Obj).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
-
-import aiohttp
 from google.protobuf.duration_pb2 import Duration
 from livekit import api
 from livekit.protocol import sip as sip_pb
 
-from trunkline.errors import TrunklineError
+# Re-exported: plugins/modules/livekit_telephony.py imports Connection from here.
+from trunkline.livekit import Connection as Connection
+from trunkline.livekit import LiveKit
 from trunkline.telephony.model import DispatchRule, InboundTrunk, OutboundTrunk
 from trunkline.telephony.state import (
     OWNER_ATTRIBUTE,
@@ -41,75 +37,9 @@ _ENCRYPTION_NAME = {v: k for k, v in ENCRYPTION.items()}
 _TRANSPORT_NAME = {v: k for k, v in TRANSPORT.items()}
 
 
-class LiveKitError(TrunklineError):
-    """The LiveKit API could not be reached or refused a request."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    url: str
-    api_key: str
-    api_secret: str
-    timeout: float = 15.0
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line reason, without request bodies (they may carry secrets)."""
-    if isinstance(exc, api.TwirpError):
-        return f"{exc.code}: {exc.message}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-class LiveKit:
-    """One session with LiveKit's SIP API. Use as ``async with LiveKit(conn) as lk``."""
-
-    def __init__(self, conn: Connection):
-        self.conn = conn
-        self.calls: Counter[str] = Counter()
-        self._api: api.LiveKitAPI | None = None
-
-    async def __aenter__(self) -> LiveKit:
-        self._api = api.LiveKitAPI(
-            self.conn.url,
-            self.conn.api_key,
-            self.conn.api_secret,
-            timeout=aiohttp.ClientTimeout(total=self.conn.timeout),
-        )
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        if self._api is not None:
-            await self._api.aclose()
-
-    @property
-    def sip(self):
-        return self._api.sip
-
-    @property
-    def room(self):
-        return self._api.room
-
-    @property
-    def egress(self):
-        return self._api.egress
-
-    @property
-    def agent_dispatch(self):
-        return self._api.agent_dispatch
-
-    async def call(self, what: str, write: bool, coro):
-        self.calls["write" if write else "read"] += 1
-        try:
-            return await coro
-        except (api.TwirpError, aiohttp.ClientError, TimeoutError) as exc:
-            reason = describe_error(exc)
-            raise LiveKitError(f"LiveKit at {self.conn.url}: {what}: {reason}") from None
+class LiveKitSip(LiveKit):
+    """A LiveKit session that reads and writes SIP trunks and dispatch rules
+    as Trunkline's views of them. Use as ``async with LiveKitSip(conn) as lk``."""
 
     # -------------------------------------------------------------- read
     async def list_all(self) -> tuple[list, list, list]:

@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from trunkline.livekit import Connection
 from trunkline.telephony.apply import Options, Outcome, execute, plan_against
 from trunkline.telephony.export import export_yaml
-from trunkline.telephony.livekit import Connection, LiveKit
+from trunkline.telephony.livekit import LiveKitSip
 from trunkline.telephony.model import Telephony
 from trunkline.telephony.plan import Change, Plan, show_value
 from trunkline.telephony.state import SECRET_FIELDS
@@ -33,7 +34,7 @@ class Result:
 
 def plan(telephony: Telephony, conn: Connection, opts: Options) -> Result:
     async def run():
-        async with LiveKit(conn) as lk:
+        async with LiveKitSip(conn) as lk:
             p, _ = await plan_against(lk, telephony, opts)
             return Result(p, calls=_calls(lk))
 
@@ -44,7 +45,7 @@ def apply(telephony: Telephony, conn: Connection, opts: Options) -> Result:
     """Plan, then apply unless the plan has conflicts (then nothing is written)."""
 
     async def run():
-        async with LiveKit(conn) as lk:
+        async with LiveKitSip(conn) as lk:
             p, actual = await plan_against(lk, telephony, opts)
             if p.conflicts or p.empty:
                 return Result(p, None if p.conflicts else Outcome(p), _calls(lk))
@@ -56,7 +57,7 @@ def apply(telephony: Telephony, conn: Connection, opts: Options) -> Result:
 
 def export(conn: Connection, owner: str, owned_only: bool) -> tuple[str, dict[str, int]]:
     async def run():
-        async with LiveKit(conn) as lk:
+        async with LiveKitSip(conn) as lk:
             objs = await lk.actual_objects()
             if owned_only:
                 objs = [o for o in objs if o.owner == owner]
@@ -65,7 +66,7 @@ def export(conn: Connection, owner: str, owned_only: bool) -> tuple[str, dict[st
     return asyncio.run(run())
 
 
-def _calls(lk: LiveKit) -> dict[str, int]:
+def _calls(lk: LiveKitSip) -> dict[str, int]:
     return {"read": lk.calls["read"], "write": lk.calls["write"]}
 
 
