@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # Scenarios in the order they run; each is named by what it proves.
 SCENARIOS ?= redis artifacts preflight default cxml sip_container egress e2e
 
-.PHONY: help venv testbed lint test pytest molecule lab lab-down clean
+.PHONY: help venv testbed lint docs test pytest molecule lab lab-down clean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -33,6 +33,10 @@ lint: venv
 	@echo "==> lint: yamllint"; $(BIN)/yamllint -s .
 	@echo "==> lint: ruff"; $(BIN)/ruff check . && $(BIN)/ruff format --check .
 	@echo "==> lint: ansible-lint (production profile, offline)"; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint -q
+	@echo "==> lint: generated docs"; $(BIN)/python scripts/gendocs.py --check
+
+docs: venv
+	@$(BIN)/python scripts/gendocs.py
 
 test: venv testbed lint
 	@scripts/run-tests.sh $(SCENARIOS)
