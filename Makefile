@@ -1,9 +1,11 @@
 # Trunkline — the fixed entry points (other tooling depends on these names):
-#   make venv      .venv with the pinned Python toolchain and the trunkline CLI
-#   make testbed   Docker engine, systemd base images, LiveKit programs (.artifacts/)
-#   make lint      ansible-lint (production), yamllint, ruff
-#   make test      venv + testbed + lint, then pytest and every molecule scenario
-#   make lab       a local lab host with playbooks/site.yml applied; make lab-down
+#   make venv        .venv with the pinned Python toolchain and the trunkline CLI
+#   make testbed     Docker engine, systemd base images, LiveKit programs (.artifacts/)
+#   make lint        ansible-lint (production), yamllint, ruff
+#   make collection  dist/: the trunkline wheel and the trunkline.voice collection tarball
+#   make sanity      ansible-test sanity on the built collection
+#   make test        venv + testbed + lint + collection, then pytest and every molecule scenario
+#   make lab         a local lab host with trunkline.voice.site applied; make lab-down
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -14,7 +16,7 @@ BIN := $(VENV)/bin
 # Scenarios in the order they run; each is named by what it proves.
 SCENARIOS ?= redis artifacts preflight default cxml sip_container egress e2e
 
-.PHONY: help venv testbed lint docs test pytest molecule lab lab-down clean
+.PHONY: help venv testbed lint docs collection test pytest molecule lab lab-down clean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -22,7 +24,7 @@ help:
 venv: $(VENV)/.trunkline-stamp
 
 $(VENV)/.trunkline-stamp: pyproject.toml requirements.txt constraints.txt tests/support/pyproject.toml \
-    roles/livekit_agents/files/constraints.txt
+    roles/livekit_agents/files/constraints.txt scripts/testbed/venv.sh
 	@scripts/testbed/venv.sh "$(PYTHON)" "$(VENV)"
 	@touch $@
 
@@ -38,20 +40,27 @@ lint: venv
 docs: venv
 	@$(BIN)/python scripts/gendocs.py
 
-test: venv testbed lint
+collection: venv
+	@scripts/collection.sh
+
+sanity: venv
+	@scripts/testbed/sanity.sh
+
+test: venv testbed lint collection
 	@scripts/run-tests.sh $(SCENARIOS)
 
 pytest: venv
 	@scripts/testbed/netns.sh $(BIN)/pytest
 
-molecule: venv
+molecule: venv collection
 	@for s in $(SCENARIOS); do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s $$s; done
 
-lab: venv testbed
+lab: venv collection
+	@scripts/testbed/testbed.sh --lab
 	@PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lab.sh up
 
 lab-down: venv
 	@PATH="$(CURDIR)/$(BIN):$$PATH" scripts/lab.sh down
 
 clean: lab-down
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache dist

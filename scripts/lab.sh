@@ -22,7 +22,7 @@ up() {
   if [ "$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" != "true" ]; then
     docker rm -f "$name" >/dev/null 2>&1 || true
     docker network inspect "$net" >/dev/null 2>&1 || docker network create "$net" >/dev/null
-    # --privileged fails on these machines: the capability list is the verified one.
+    # No --privileged: an explicit capability list (docs/testbed.md).
     docker run -d --name "$name" --hostname "$name" --network "$net" \
       $(printf -- '--cap-add %s ' "${caps[@]}") \
       --security-opt seccomp=unconfined --security-opt apparmor=unconfined \

@@ -24,6 +24,7 @@ run() { # run LABEL JUNIT COMMAND...
 
 t_all=$SECONDS
 run "pytest" "$results/pytest.xml" scripts/testbed/netns.sh pytest --junitxml="$results/pytest.xml"
+run "ansible-test sanity" "$results/sanity.xml" scripts/testbed/sanity.sh
 for scenario in "$@"; do
   run "molecule $scenario" "$results/molecule-$scenario.xml" env TRUNKLINE_JUNIT="$results/molecule-$scenario.xml" \
     molecule test -s "$scenario"

@@ -39,18 +39,6 @@ options:
         are looked up here only, never in the controller's environment.
     type: dict
     default: {}
-  url:
-    description: LiveKit server URL as the controller reaches it (http(s):// or ws(s)://).
-    type: str
-    required: true
-  api_key:
-    description: LiveKit API key.
-    type: str
-    required: true
-  api_secret:
-    description: LiveKit API secret (also keys the password hashes).
-    type: str
-    required: true
   prune:
     description: Delete owned objects that the file no longer names.
     type: bool
@@ -63,11 +51,18 @@ options:
     description: The ownership marker; one per deployment sharing a LiveKit.
     type: str
     default: trunkline
-  timeout:
-    description: Seconds per API request.
-    type: float
-    default: 15
-author: Trunkline
+extends_documentation_fragment:
+  - trunkline.voice.livekit
+attributes:
+  check_mode:
+    support: full
+    description: The plan is computed with three API reads; nothing is written.
+  diff_mode:
+    support: full
+    description: Field-level before/after of every object to change, passwords masked.
+requirements:
+  - the trunkline Python package (the controller's venv)
+author: Trunkline (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -110,6 +105,7 @@ api_calls:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.trunkline.voice.plugins.module_utils.livekit import livekit_argument_spec
 
 try:
     from trunkline.errors import ConfigError, TrunklineError
@@ -147,20 +143,18 @@ def _diff(result: dict) -> dict:
 
 
 def main() -> None:
+    spec = livekit_argument_spec()
+    spec.update(
+        src={"type": "path"},
+        definition={"type": "dict"},
+        file_label={"type": "str"},
+        secrets={"type": "dict", "default": {}, "no_log": True},
+        prune={"type": "bool", "default": False},
+        adopt={"type": "bool", "default": False},
+        owner={"type": "str", "default": "trunkline"},
+    )
     module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path"},
-            "definition": {"type": "dict"},
-            "file_label": {"type": "str"},
-            "secrets": {"type": "dict", "default": {}, "no_log": True},
-            "url": {"type": "str", "required": True},
-            "api_key": {"type": "str", "required": True, "no_log": True},
-            "api_secret": {"type": "str", "required": True, "no_log": True},
-            "prune": {"type": "bool", "default": False},
-            "adopt": {"type": "bool", "default": False},
-            "owner": {"type": "str", "default": "trunkline"},
-            "timeout": {"type": "float", "default": 15.0},
-        },
+        argument_spec=spec,
         required_one_of=[("src", "definition")],
         mutually_exclusive=[("src", "definition")],
         supports_check_mode=True,

@@ -33,7 +33,11 @@ options:
     description: The status code that counts as healthy.
     type: int
     default: 200
-author: Trunkline
+attributes:
+  check_mode:
+    support: full
+    description: Sends one OPTIONS request and changes nothing.
+author: Trunkline (!UNKNOWN)
 """
 
 EXAMPLES = r"""

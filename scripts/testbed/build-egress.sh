@@ -15,6 +15,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
+# shellcheck source=progress.sh
+. "$here/progress.sh"
 out=${1:?usage: build-egress.sh ARTIFACT_DIR}
 cache=${TRUNKLINE_CACHE:-$HOME/.cache/trunkline}
 v=$LIVEKIT_EGRESS_VERSION
@@ -36,7 +38,9 @@ t0=$SECONDS
 
 if [ "$have" != "$recipe" ]; then
   if ! docker image inspect "$builder" >/dev/null 2>&1; then
-    docker build -q -t "$builder" -f "$here/egress/Dockerfile.builder" "$here/egress" >/dev/null
+    progress --log "$work/builder.log" "building the Egress builder image" \
+      docker build -q -t "$builder" -f "$here/egress/Dockerfile.builder" "$here/egress" ||
+      { tail -30 "$work/builder.log" >&2; exit 1; }
     echo "  $builder: built ($((SECONDS - t0)) s)"
   fi
 
@@ -77,10 +81,11 @@ pkg = json.load(open(path))
 pkg.setdefault("pnpm", {})["overrides"] = {"@livekit/egress-sdk": "0.2.1"}
 json.dump(pkg, open(path, "w"), indent=2)
 PY
-  docker run --rm "${tls[@]}" -v "$work/src/template-default:/t" -v "$cache/egress-npm:/root/.npm" \
+  progress --log "$work/template.log" "building the Egress web template" \
+    docker run --rm "${tls[@]}" -v "$work/src/template-default:/t" -v "$cache/egress-npm:/root/.npm" \
     -v "$cache/egress-npm/pnpm-store:/root/.local/share/pnpm" -w /t -e CI=true "$builder" \
-    sh -c "npx -y $PNPM install --no-frozen-lockfile --reporter=append-only && npx -y $PNPM build >/dev/null" \
-    >"$work/template.log" 2>&1 || { tail -30 "$work/template.log" >&2; exit 1; }
+    sh -c "npx -y $PNPM install --no-frozen-lockfile --reporter=append-only && npx -y $PNPM build >/dev/null" ||
+    { tail -30 "$work/template.log" >&2; exit 1; }
   rm -rf "$work/src/cmd/server/templates"
   cp -r "$work/src/template-default/build" "$work/src/cmd/server/templates"
   find "$work/src/cmd/server/templates" -name '*.map' -delete
@@ -90,19 +95,21 @@ PY
   # 3. the binary
   t1=$SECONDS
   goroot=$(go env GOROOT)
-  docker run --rm "${tls[@]}" -v "$goroot:/usr/local/go:ro" -v "$(go env GOMODCACHE):/gomod" \
+  progress --log "$work/go.log" "building the Egress binary" \
+    docker run --rm "${tls[@]}" -v "$goroot:/usr/local/go:ro" -v "$(go env GOMODCACHE):/gomod" \
     -v "$cache/egress-gocache:/gocache" -v "$work/src:/src" -w /src \
     -e GOMODCACHE=/gomod -e GOCACHE=/gocache -e GOFLAGS -e GOTOOLCHAIN=local \
     -e GOPROXY="$(go env GOPROXY)" -e GOSUMDB="$(go env GOSUMDB)" -e CGO_ENABLED=1 \
-    "$builder" /usr/local/go/bin/go build -trimpath -ldflags "-s -w" -o /src/egress ./cmd/server \
-    >"$work/go.log" 2>&1 || { tail -30 "$work/go.log" >&2; exit 1; }
+    "$builder" /usr/local/go/bin/go build -trimpath -ldflags "-s -w" -o /src/egress ./cmd/server ||
+    { tail -30 "$work/go.log" >&2; exit 1; }
   echo "  egress binary: built ($((SECONDS - t1)) s)"
 
   # 4. the runtime image, flattened
   t1=$SECONDS
   cp "$work/src/egress" "$here/egress/entrypoint.sh" "$work/"
   cp "$here/egress/Dockerfile.runtime" "$work/Dockerfile"
-  docker build -q -t "trunkline/egress-stage:$v" "$work" >/dev/null
+  progress --log "$work/runtime.log" "building the Egress runtime image" \
+    docker build -q -t "trunkline/egress-stage:$v" "$work" || { tail -30 "$work/runtime.log" >&2; exit 1; }
   docker create --name "trunkline-egress-flatten-$$" "trunkline/egress-stage:$v" /bin/true >/dev/null
   docker export "trunkline-egress-flatten-$$" | docker import \
     -c 'USER egress' -c 'WORKDIR /home/egress' \

@@ -14,6 +14,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
+# shellcheck source=progress.sh
+. "$here/progress.sh"
 out=${1:?usage: build-livekit.sh ARTIFACT_DIR}
 mkdir -p "$out"
 arch=amd64
@@ -69,8 +71,8 @@ build() { # build TARBALL MODULE VERSION PACKAGE BINARY CGO LDFLAGS
   if have "$tarball"; then echo "  $tarball: cached"; return; fi
   src=$(module_src "$module" "v$version") || return $?
   mkdir -p "$work/bin"
-  (cd "$src" && CGO_ENABLED=$cgo go build -trimpath -ldflags "-s -w $ldflags" \
-    -o "$work/bin/$bin" "./$pkg")
+  (cd "$src" && progress "building $bin $version" env CGO_ENABLED=$cgo go build -trimpath \
+    -ldflags "-s -w $ldflags" -o "$work/bin/$bin" "./$pkg")
   "$work/bin/$bin" --version 2>&1 | grep -q "$version" ||
     { echo "$bin does not report version $version: $("$work/bin/$bin" --version 2>&1)" >&2; exit 1; }
   # the module's license and notice files travel with the binary (Apache-2.0)

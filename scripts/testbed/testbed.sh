@@ -7,11 +7,17 @@
 #   4. LiveKit programs built from their Go modules into the artifact cache,
 #      linked into the clone as .artifacts/, and the Egress image
 #      (trunkline/egress:<v>, saved there too for nested engines)
+# `testbed.sh --lab` (make lab) builds only what the lab host uses: its one
+# base image and the LiveKit programs, not the Egress image (the lab runs none).
 set -euo pipefail
+lab=false
+[ "${1:-}" = --lab ] && lab=true
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
+# shellcheck source=progress.sh
+. "$here/progress.sh"
 cache=${TRUNKLINE_CACHE:-$HOME/.cache/trunkline}
 export DEBIAN_FRONTEND=noninteractive
 
@@ -125,7 +131,8 @@ image_one() { # image_one SUITE TAG
   # shellcheck disable=SC2064 # expand now: the trap must clean this rootfs
   trap "rootfs_cleanup '$root'" EXIT
   local t0=$SECONDS
-  debootstrap --variant=minbase --include="$IMAGE_PACKAGES" "$suite" "$root" "$(mirror)" >"$root.log" 2>&1 ||
+  progress --log "$root.log" "debootstrap $suite" \
+    debootstrap --variant=minbase --include="$IMAGE_PACKAGES" "$suite" "$root" "$(mirror)" ||
     { tail -20 "$root.log" >&2; exit 1; }
   # A container, not a machine: nothing should try to manage consoles,
   # clocks or the kernel. Time sync stays off (no NTP to public pools).
@@ -152,14 +159,22 @@ SOURCES
 }
 
 images() {
-  for pair in $DEBIAN_SUITES; do image_one "${pair%%:*}" "${pair##*:}"; done
+  local pair want=""
+  # The lab's image only (trunkline/debian:12 unless TRUNKLINE_LAB_IMAGE says otherwise).
+  $lab && want=${TRUNKLINE_LAB_IMAGE:-trunkline/debian:12} && want=${want##*:}
+  for pair in $DEBIAN_SUITES; do
+    [ -z "$want" ] || [ "${pair##*:}" = "$want" ] || continue
+    image_one "${pair%%:*}" "${pair##*:}"
+  done
 }
 
 artifacts() {
   mkdir -p "$cache/artifacts"
   "$here/build-livekit.sh" "$cache/artifacts"
   # Egress: an image (upstream ships no binary), built from the Go module.
-  "$here/build-egress.sh" "$cache/artifacts"
+  if $lab; then echo "  Egress image: not needed by the lab (make testbed builds it)"; else
+    "$here/build-egress.sh" "$cache/artifacts"
+  fi
   # .artifacts in the clone points at the cache, so fresh clones stay warm.
   if [ ! -L "$top/.artifacts" ] || [ "$(readlink "$top/.artifacts")" != "$cache/artifacts" ]; then
     rm -rf "$top/.artifacts"

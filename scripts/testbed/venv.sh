@@ -2,6 +2,8 @@
 # make venv: the pinned Python toolchain in .venv, trunkline installed editable.
 set -euo pipefail
 python=${1:-python3} venv=${2:-.venv}
+# shellcheck source=progress.sh
+. "$(dirname "$0")/progress.sh"
 t0=$SECONDS
 if ! "$python" -c 'import sys; assert (3, 11) <= sys.version_info[:2] < (3, 14)' 2>/dev/null; then
   echo "make venv: $python must be Python 3.11 to 3.13 (found: $("$python" --version 2>&1))" >&2
@@ -19,8 +21,15 @@ fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
 # The controller's Ansible (requirements.txt), trunkline editable with the
 # CXML endpoint's extra, the dev tools, and the named test-support package.
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt \
-  -r requirements.txt --group dev -e '.[cxml]' -e tests/support
+echo "==> venv: $venv (pinned Ansible, trunkline, dev tools)"
+progress "pip install into $venv" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+  -c constraints.txt -r requirements.txt --group dev -e '.[cxml]' -e tests/support
+# Wheels of everything trunkline[cxml] needs, at the constraints' pins, for
+# installs without an index (tests/test_packaging.py puts the built wheel
+# into an empty venv from them).
+rm -rf "$venv/wheelhouse"
+"$venv/bin/python" -m pip download -q --disable-pip-version-check --only-binary :all: \
+  -c constraints.txt -d "$venv/wheelhouse" '.[cxml]'
 # This checkout as the collection trunkline.voice (ansible.cfg's collections_path):
 # ansible-playbook trunkline.voice.site runs what is here.
 mkdir -p "$venv/collections/ansible_collections/trunkline"
@@ -30,6 +39,7 @@ ln -sfn ../../../.. "$venv/collections/ansible_collections/trunkline/voice"
 agent_venv=${venv}-agent
 [ -x "$agent_venv/bin/python" ] || "$python" -m venv "$agent_venv"
 "$agent_venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
-"$agent_venv/bin/python" -m pip install -q --disable-pip-version-check \
+echo "==> venv: $agent_venv (the example agent's livekit-agents runtime)"
+progress "pip install into $agent_venv" "$agent_venv/bin/python" -m pip install -q --disable-pip-version-check \
   -c roles/livekit_agents/files/constraints.txt livekit-agents livekit-plugins-silero
 echo "==> venv: ready in $((SECONDS - t0)) s ($("$venv/bin/trunkline" --version))"

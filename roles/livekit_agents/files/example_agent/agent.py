@@ -276,7 +276,7 @@ def plugin(kind: str):
     spec = env(kind)
     if not spec:
         raise RuntimeError(f"TRUNKLINE_AGENT_{kind} is not set (pipeline mode needs it)")
-    provider, _, model = spec.partition(":")
+    provider, _sep, model = spec.partition(":")
     module = importlib.import_module(f"livekit.plugins.{provider}")
     factory = getattr(module, kind)
     return factory(model=model) if model else factory()
