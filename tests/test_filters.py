@@ -1,17 +1,48 @@
-"""The preflight's filters (plugins/filter/trunkline.py), as pure functions."""
+"""The collection's filters (plugins/filter/), as pure functions: the port table
+the preflight and the firewall share (ports.py) and the inventory-wide helpers
+(trunkline.py)."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
 
-_spec = importlib.util.spec_from_file_location(
-    "trunkline_filters", Path(__file__).resolve().parent.parent / "plugins/filter/trunkline.py"
-)
-filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"trunkline_filter_{name}", ROOT / "plugins/filter" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+filters = _load("trunkline")
+ports = _load("ports")
+
+
+def defaults(role: str) -> dict:
+    return yaml.safe_load((ROOT / "roles" / role / "defaults/main.yml").read_text())
+
+
+def test_every_filter_module_is_a_separate_set_of_names():
+    """Ansible finds trunkline.voice.<name> in any file of plugins/filter: a name
+    defined twice would be ambiguous."""
+    names = [n for m in (filters, ports) for n in m.FilterModule().filters()]
+    assert len(names) == len(set(names))
+    for kept in ("agent_instances", "agent_port", "redis_endpoint", "port_conflicts"):
+        assert kept in names
+
+
+# --- redis_endpoint ------------------------------------------------------------------
 
 HOSTVARS = {
     "core-1": {"ansible_host": "10.0.0.5", "ansible_default_ipv4": {"address": "10.0.0.5"}},
@@ -40,8 +71,229 @@ def test_loopback_on_two_hosts_is_two_redis():
     assert a != b
 
 
-def test_redis_db_is_part_of_the_endpoint():
+def test_redis_endpoint_db_is_part_of_the_endpoint():
     assert filters.redis_endpoint("10.0.0.5:6379", "x", HOSTVARS, 1) == "core-1:6379/1"
+
+
+# --- deployment_addresses --------------------------------------------------------------
+
+LOCAL = r"^(lo|docker\d*|br-[0-9a-f]+|veth.*)$"
+
+
+def _host(deployment=None, **interfaces):
+    hv = {"ansible_interfaces": ["lo", *interfaces]}
+    if deployment:
+        hv["trunkline_deployment"] = deployment
+    hv["ansible_lo"] = {"ipv4": {"address": "127.0.0.1"}}
+    for name, facts in interfaces.items():
+        hv["ansible_" + name.replace("-", "_").replace(".", "_")] = facts
+    return hv
+
+
+def test_deployment_addresses_are_every_address_the_hosts_send_from():
+    hostvars = {
+        "core-1": _host(
+            eth0={
+                "ipv4": {"address": "10.0.0.5"},
+                "ipv4_secondaries": [{"address": "10.0.0.50"}],
+                "ipv6": [{"address": "fe80::1"}, {"address": "2001:db8::5"}],
+            },
+            docker0={"ipv4": {"address": "172.17.0.1"}},
+        ),
+        "sip-1": {**_host(**{"eth0.10": {"ipv4": {"address": "10.0.1.6"}}})},
+        "no-facts": {},
+    }
+    got = filters.deployment_addresses(hostvars, ["core-1", "sip-1", "no-facts"], "default", LOCAL)
+    assert got == ["10.0.0.5", "10.0.0.50", "2001:db8::5", "10.0.1.6"]
+
+
+def test_deployment_addresses_keep_to_one_deployment():
+    hostvars = {
+        "a": _host("one", eth0={"ipv4": {"address": "10.0.0.1"}}),
+        "b": _host("two", eth0={"ipv4": {"address": "10.0.0.2"}}),
+        "c": _host(eth0={"ipv4": {"address": "10.0.0.3"}}),
+    }
+    assert filters.deployment_addresses(hostvars, ["a", "b", "c"], "two", LOCAL) == ["10.0.0.2"]
+    assert filters.deployment_addresses(hostvars, ["a", "b", "c"], "default", LOCAL) == ["10.0.0.3"]
+
+
+# --- host_ports: the port table ---------------------------------------------------------
+
+
+def _table(got):
+    return [(p["name"], p["proto"], p["start"], p["end"], p["exposure"]) for p in got]
+
+
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [
+        (
+            "livekit_server",
+            [
+                ("livekit_server_port", "tcp", 7880, 7880, "deployment"),
+                ("livekit_server_rtc_tcp_port", "tcp", 7881, 7881, "public"),
+                ("livekit_server_rtc_port_range", "udp", 50000, 60000, "public"),
+            ],
+        ),
+        (
+            "livekit_sip",
+            [
+                ("livekit_sip_port", "tcp", 5060, 5060, "sip"),
+                ("livekit_sip_port", "udp", 5060, 5060, "sip"),
+                ("livekit_sip_rtp_port range", "udp", 10000, 20000, "sip_media"),
+                ("livekit_sip_health_port", "tcp", 8080, 8080, "monitoring"),
+            ],
+        ),
+        (
+            "livekit_egress",
+            [
+                ("livekit_egress_health_port", "tcp", 9191, 9191, "deployment"),
+                ("livekit_egress_template_port", "tcp", 7980, 7980, "deployment"),
+            ],
+        ),
+        ("redis", [("redis_port", "tcp", 6379, 6379, "deployment")]),
+        ("cxml", [("cxml_endpoint_port", "tcp", 8088, 8088, "deployment")]),
+        (
+            "tls_proxy",
+            [
+                ("tls_proxy_http_port", "tcp", 80, 80, "public"),
+                ("tls_proxy_https_port", "tcp", 443, 443, "public"),
+            ],
+        ),
+        ("livekit_agents", [("livekit_agents_health_port", "tcp", 8081, 8081, "monitoring")]),
+    ],
+)
+def test_each_component_group_has_its_defaults_ports(group, expected):
+    """With nothing set, each group's ports come from its role's defaults file."""
+    assert _table(ports.host_ports({}, [group])) == expected
+
+
+def test_a_host_of_no_component_uses_no_port():
+    assert ports.host_ports({"livekit_server_port": 1}, ["trunkline", "monitoring"]) == []
+
+
+def test_the_hosts_own_values_override_the_defaults():
+    variables = {
+        "livekit_server_port": "7890",
+        "livekit_sip_rtp_port_start": 11000,
+        "redis_port": 6380,
+    }
+    got = {(p["name"], p["proto"]): p for p in ports.host_ports(variables, ports.COMPONENTS)}
+    assert got["livekit_server_port", "tcp"]["start"] == 7890
+    assert (
+        got["livekit_sip_rtp_port range", "udp"]["start"],
+        got["livekit_sip_rtp_port range", "udp"]["end"],
+    ) == (
+        11000,
+        20000,
+    )
+    assert got["redis_port", "tcp"]["start"] == 6380
+
+
+def test_a_port_that_is_not_a_number_is_named():
+    with pytest.raises(AnsibleFilterError, match="livekit_server_port must be a port number"):
+        ports.host_ports({"livekit_server_port": "http"}, ["livekit_server"])
+
+
+def test_one_rtc_udp_port_replaces_the_range():
+    got = _table(ports.host_ports({"livekit_server_rtc_udp_port": "7882"}, ["livekit_server"]))
+    assert ("livekit_server_rtc_udp_port", "udp", 7882, 7882, "public") in got
+    assert not [p for p in got if p[0] == "livekit_server_rtc_port_range"]
+
+
+def test_turn_opens_its_udp_and_tls_ports():
+    got = _table(ports.host_ports({"livekit_server_turn_enabled": True}, ["livekit_server"]))
+    assert got[-2:] == [
+        ("livekit_server_turn_udp_port", "udp", 3478, 3478, "public"),
+        ("livekit_server_turn_tls_port", "tcp", 5349, 5349, "public"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "exposure"),
+    [
+        ("livekit_server", "livekit_server_prometheus_port", "monitoring"),
+        ("livekit_sip", "livekit_sip_prometheus_port", "monitoring"),
+        ("livekit_egress", "livekit_egress_prometheus_port", "deployment"),
+    ],
+)
+def test_metrics_ports_exist_only_when_set(group, name, exposure):
+    assert not [p for p in ports.host_ports({}, [group]) if p["name"] == name]
+    got = _table(ports.host_ports({name: 9100}, [group]))
+    assert (name, "tcp", 9100, 9100, exposure) in got
+
+
+def test_sip_tls_port_exists_only_with_tls():
+    assert not [
+        p for p in ports.host_ports({}, ["livekit_sip"]) if p["name"] == "livekit_sip_tls_port"
+    ]
+    got = _table(ports.host_ports({"livekit_sip_tls_enabled": True}, ["livekit_sip"]))
+    assert ("livekit_sip_tls_port", "tcp", 5061, 5061, "sip") in got
+
+
+def test_each_agent_worker_instance_has_its_health_port():
+    workers = [
+        {"name": "support", "agent_name": "support-agent", "count": 3, "health_port": 8100},
+        {"name": "sales", "agent_name": "sales-agent", "health_port": 8200},
+    ]
+    got = _table(ports.host_ports({"livekit_agents_workers": workers}, ["livekit_agents"]))
+    assert [p[2] for p in got] == [8100, 8101, 8102, 8200]
+    assert {p[0] for p in got} == {"livekit_agents_health_port"}
+
+
+def test_every_exposure_is_a_class_the_firewall_knows():
+    assert {p.exposure for p in ports.PORTS} == set(ports.EXPOSURES)
+    assert set(ports.COMPONENTS) == {p.group for p in ports.PORTS}
+
+
+def test_every_port_default_the_table_reads_is_a_literal():
+    """Defaults are read from the roles' files when the play did not load the
+    role; the plugin cannot evaluate Jinja there."""
+    for port in ports.PORTS:
+        role_defaults = defaults(ports.COMPONENTS[port.group])
+        for name in port.reads:
+            assert name in role_defaults, f"{name}: no default in {ports.COMPONENTS[port.group]}"
+            assert not ports.is_template(role_defaults[name]), f"{name}: its default is a template"
+
+
+PORT_LIKE = ("_port", "_port_start", "_port_end", "_port_range_start", "_port_range_end")
+
+
+def test_every_port_of_a_component_is_in_the_table():
+    """A component's new port must get its row (the firewall opens only those)."""
+    read = {name for port in ports.PORTS for name in port.reads}
+    for role in ports.COMPONENTS.values():
+        for name in defaults(role):
+            if name.endswith(PORT_LIKE):
+                assert name in read, f"{role}: {name} is not in plugins/filter/ports.py's PORTS"
+
+
+def test_a_templated_default_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "redis/defaults").mkdir(parents=True)
+    (tmp_path / "redis/defaults/main.yml").write_text('redis_port: "{{ other }}"\n')
+    monkeypatch.setattr(ports, "ROLES_DIR", tmp_path)
+    ports.role_defaults.cache_clear()
+    try:
+        with pytest.raises(AnsibleFilterError, match="port defaults must be literals"):
+            ports.host_ports({}, ["redis"])
+        assert _table(ports.host_ports({"redis_port": 6390}, ["redis"]))[0][2] == 6390
+    finally:
+        ports.role_defaults.cache_clear()
+
+
+def test_a_variable_without_default_is_named(tmp_path, monkeypatch):
+    (tmp_path / "redis/defaults").mkdir(parents=True)
+    (tmp_path / "redis/defaults/main.yml").write_text("---\nredis_bind_addresses: []\n")
+    monkeypatch.setattr(ports, "ROLES_DIR", tmp_path)
+    ports.role_defaults.cache_clear()
+    try:
+        with pytest.raises(AnsibleFilterError, match="redis_port is not set"):
+            ports.host_ports({}, ["redis"])
+    finally:
+        ports.role_defaults.cache_clear()
+
+
+# --- port_conflicts ---------------------------------------------------------------------
 
 
 def test_port_conflicts_finds_overlaps_per_protocol():
@@ -53,7 +305,7 @@ def test_port_conflicts_finds_overlaps_per_protocol():
         {"name": "sip-udp", "proto": "udp", "start": 5060},
         {"name": "sip-tcp", "proto": "tcp", "start": 5060},
     ]
-    assert filters.port_conflicts(uses) == [
+    assert ports.port_conflicts(uses) == [
         "rtc (udp 50000-60000) overlaps rtp (udp 59000-61000)",
         "api (tcp 7880) overlaps health (tcp 7880)",
     ]
@@ -64,7 +316,41 @@ def test_port_conflicts_accepts_adjacent_ranges():
         {"name": "a", "proto": "udp", "start": 10000, "end": 19999},
         {"name": "b", "proto": "udp", "start": 20000, "end": 29999},
     ]
-    assert filters.port_conflicts(uses) == []
+    assert ports.port_conflicts(uses) == []
+
+
+ALL_IN_ONE = ["trunkline", "redis", "livekit_server", "livekit_sip", "tls_proxy"]
+
+
+def test_an_all_in_one_host_with_defaults_has_no_overlap():
+    assert ports.port_conflicts(ports.host_ports({}, [*ALL_IN_ONE, "livekit_egress", "cxml"])) == []
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (
+            {"livekit_sip_rtp_port_start": 55000, "livekit_sip_rtp_port_end": 56000},
+            "livekit_server_rtc_port_range (udp 50000-60000) overlaps"
+            " livekit_sip_rtp_port range (udp 55000-56000)",
+        ),
+        (
+            {"livekit_sip_health_port": 7880},
+            "livekit_server_port (tcp 7880) overlaps livekit_sip_health_port (tcp 7880)",
+        ),
+        (
+            {"redis_port": 7881},
+            "livekit_server_rtc_tcp_port (tcp 7881) overlaps redis_port (tcp 7881)",
+        ),
+        (
+            {"tls_proxy_https_port": 7880},
+            "livekit_server_port (tcp 7880) overlaps tls_proxy_https_port (tcp 7880)",
+        ),
+    ],
+)
+def test_overlaps_between_components_are_named_in_table_order(variables, expected):
+    """The messages molecule/preflight/tests/cases.yml expects."""
+    assert ports.port_conflicts(ports.host_ports(variables, ALL_IN_ONE)) == [expected]
 
 
 def test_agent_instances_number_workers_and_their_health_ports():
@@ -77,10 +363,15 @@ def test_agent_instances_number_workers_and_their_health_ports():
             "environment": {"A": "1"},
         },
     ]
-    got = filters.agent_instances(workers)
+    got = ports.agent_instances(workers)
     assert [(i["instance"], i["health_port"], i["agent_name"]) for i in got] == [
         ("support-1", 8081, "support-agent"),
         ("support-2", 8082, "support-agent"),
         ("sales-1", 8090, "sales-agent"),
     ]
     assert got[2]["environment"] == {"A": "1"} and got[0]["environment"] == {}
+    assert ports.agent_port(got[1]) == {
+        "name": "livekit_agents_health_port",
+        "proto": "tcp",
+        "start": 8082,
+    }

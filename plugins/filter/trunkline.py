@@ -1,11 +1,17 @@
-"""Filters for Trunkline's preflight checks (pure functions, unit-tested in tests/)."""
+"""Filters that look across the inventory: which Redis a component uses, which
+addresses a deployment's hosts send from (pure functions, unit-tested in
+tests/test_filters.py). Ports: ports.py; config files as data: config.py."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+# Hosts of one inventory form one deployment unless trunkline_deployment splits them.
+DEFAULT_DEPLOYMENT = "default"
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,54 +43,40 @@ def redis_endpoint(address: str, host: str, hostvars: dict, db: Any = 0) -> str:
     return f"{name}:{port}/{db}"
 
 
-def port_conflicts(uses: list[dict]) -> list[str]:
-    """Given the ports components use on one host - dicts with `name`, `proto` (tcp/udp)
-    and `start` (and optionally `end` for a range) - describe every overlap."""
-    spans = []
-    for use in uses:
-        start = int(use["start"])
-        end = int(use.get("end", start))
-        spans.append((use["proto"], start, end, use["name"]))
+def deployment_addresses(
+    hostvars: Mapping,
+    hosts: Iterable[str],
+    deployment: str = DEFAULT_DEPLOYMENT,
+    local_interfaces: str = r"^lo$",
+) -> list[str]:
+    """The addresses the `hosts` of `deployment` send from, by their gathered facts:
+    every interface's IPv4 address and secondaries and its IPv6 addresses but
+    link-local ones, skipping interfaces matching `local_interfaces` (loopback,
+    container bridges: traffic from other hosts never comes from them)."""
     out = []
-    for i, (proto, start, end, name) in enumerate(spans):
-        for proto2, start2, end2, name2 in spans[i + 1 :]:
-            if proto == proto2 and start <= end2 and start2 <= end:
-                first, second = _span(proto, start, end), _span(proto2, start2, end2)
-                out.append(f"{name} ({first}) overlaps {name2} ({second})")
+    for host in hosts:
+        hv = hostvars[host]
+        if hv.get("trunkline_deployment", DEFAULT_DEPLOYMENT) != deployment:
+            continue
+        for iface in hv.get("ansible_interfaces") or []:
+            if re.match(local_interfaces, iface):
+                continue
+            facts = hv.get("ansible_" + iface.replace("-", "_").replace(".", "_")) or {}
+            ipv4 = facts.get("ipv4") or {}
+            if "address" in ipv4:
+                out.append(ipv4["address"])
+            out += [a["address"] for a in facts.get("ipv4_secondaries") or []]
+            out += [
+                a["address"]
+                for a in facts.get("ipv6") or []
+                if not re.match(r"(?i)^fe80:", a["address"])
+            ]
     return out
-
-
-def agent_instances(workers: list[dict]) -> list[dict]:
-    """One systemd instance per agent worker: ``<group>-<n>``, health port = the
-    group's ``health_port`` + n - 1 (livekit_agents role)."""
-    out = []
-    for w in workers:
-        for n in range(1, int(w.get("count", 1)) + 1):
-            out.append(
-                {
-                    "instance": f"{w['name']}-{n}",
-                    "group": w["name"],
-                    "agent_name": w["agent_name"],
-                    "health_port": int(w["health_port"]) + n - 1,
-                    "environment": dict(w.get("environment") or {}),
-                }
-            )
-    return out
-
-
-def _span(proto: str, start: int, end: int) -> str:
-    return f"{proto} {start}" if start == end else f"{proto} {start}-{end}"
 
 
 class FilterModule:
     def filters(self):
         return {
-            "agent_instances": agent_instances,
-            "agent_port": lambda i: {
-                "name": "livekit_agents_health_port",
-                "proto": "tcp",
-                "start": i["health_port"],
-            },
             "redis_endpoint": redis_endpoint,
-            "port_conflicts": port_conflicts,
+            "deployment_addresses": deployment_addresses,
         }
