@@ -1,6 +1,6 @@
 """The collection's filters (plugins/filter/), as pure functions: the port table
-the preflight and the firewall share (ports.py) and the inventory-wide helpers
-(trunkline.py)."""
+the preflight and the firewall share (ports.py), the config files as data
+(config.py), and the inventory-wide helpers (trunkline.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def _load(name: str):
 
 filters = _load("trunkline")
 ports = _load("ports")
+config = _load("config")
 
 
 def defaults(role: str) -> dict:
@@ -36,7 +37,7 @@ def defaults(role: str) -> dict:
 def test_every_filter_module_is_a_separate_set_of_names():
     """Ansible finds trunkline.voice.<name> in any file of plugins/filter: a name
     defined twice would be ambiguous."""
-    names = [n for m in (filters, ports) for n in m.FilterModule().filters()]
+    names = [n for m in (filters, ports, config) for n in m.FilterModule().filters()]
     assert len(names) == len(set(names))
     for kept in ("agent_instances", "agent_port", "redis_endpoint", "port_conflicts"):
         assert kept in names
@@ -375,3 +376,255 @@ def test_agent_instances_number_workers_and_their_health_ports():
         "proto": "tcp",
         "start": 8082,
     }
+
+
+# --- redis_config -----------------------------------------------------------------------
+
+
+def test_redis_config_is_the_address_and_db_at_least():
+    assert config.redis_config("10.0.0.5:6379") == {"address": "10.0.0.5:6379", "db": 0}
+
+
+def test_redis_config_adds_credentials_when_set():
+    got = config.redis_config("r:6379", password="pw", username="lk", db="2")
+    assert got == {"address": "r:6379", "db": 2, "password": "pw", "username": "lk"}
+    assert "password" not in config.redis_config("r:6379", password="")
+
+
+def test_redis_config_sentinel():
+    got = config.redis_config(
+        "r:6379",
+        sentinel_master_name="main",
+        sentinel_addresses=["s1:26379", "s2:26379"],
+        sentinel_username="su",
+        sentinel_password="sp",
+    )
+    assert got == {
+        "address": "r:6379",
+        "db": 0,
+        "sentinel_master_name": "main",
+        "sentinel_addresses": ["s1:26379", "s2:26379"],
+        "sentinel_username": "su",
+        "sentinel_password": "sp",
+    }
+    # No sentinels: their name and credentials mean nothing and stay out.
+    assert config.redis_config("r:6379", sentinel_master_name="main", sentinel_password="x") == {
+        "address": "r:6379",
+        "db": 0,
+    }
+
+
+def test_redis_config_tls():
+    assert config.redis_config("r:6380", use_tls=True)["use_tls"] is True
+    assert "use_tls" not in config.redis_config("r:6380", use_tls="false")
+
+
+# --- the LiveKit configs ----------------------------------------------------------------
+
+SECRETS = {"api_key": "APIkey", "api_secret": "s" * 40, "redis_password": "r" * 20}
+
+
+def server_vars(**overrides) -> dict:
+    v = defaults("livekit_server") | {
+        "livekit_server_api_key": SECRETS["api_key"],
+        "livekit_server_api_secret": SECRETS["api_secret"],
+        "livekit_server_redis_address": "10.0.0.5:6379",
+        "livekit_server_redis_password": SECRETS["redis_password"],
+    }
+    return v | overrides
+
+
+def test_livekit_server_config_from_the_defaults():
+    assert config.livekit_server_config(server_vars()) == {
+        "port": 7880,
+        "keys": {"APIkey": "s" * 40},
+        "redis": {"address": "10.0.0.5:6379", "db": 0, "password": "r" * 20},
+        "rtc": {
+            "tcp_port": 7881,
+            "use_external_ip": False,
+            "port_range_start": 50000,
+            "port_range_end": 60000,
+            "interfaces": {"excludes": ["docker0"]},
+        },
+        "room": {
+            "auto_create": True,
+            "empty_timeout": 300,
+            "departure_timeout": 20,
+            "max_participants": 0,
+        },
+        "logging": {"level": "info", "json": False},
+    }
+
+
+def test_livekit_server_config_options():
+    got = config.livekit_server_config(
+        server_vars(
+            livekit_server_extra_keys={"APIother": "t" * 40},
+            livekit_server_rtc_udp_port="7882",
+            livekit_server_rtc_node_ip="192.0.2.10",
+            livekit_server_rtc_stun_servers=["192.0.2.10:3478"],
+            livekit_server_rtc_interfaces_include=["eth0"],
+            livekit_server_rtc_interfaces_exclude=[],
+            livekit_server_rtc_use_external_ip="no",
+            livekit_server_bind_addresses=["10.0.0.5"],
+            livekit_server_webhook_urls=["https://hooks.example/lk"],
+            livekit_server_prometheus_port=6789,
+            livekit_server_redis_sentinel_addresses=["s1:26379"],
+            livekit_server_redis_sentinel_master_name="main",
+            livekit_server_log_json="yes",
+        )
+    )
+    assert got["keys"] == {"APIkey": "s" * 40, "APIother": "t" * 40}
+    assert got["rtc"] == {
+        "tcp_port": 7881,
+        "use_external_ip": False,
+        "udp_port": 7882,
+        "node_ip": "192.0.2.10",
+        "stun_servers": ["192.0.2.10:3478"],
+        "interfaces": {"includes": ["eth0"]},
+    }
+    assert got["bind_addresses"] == ["10.0.0.5"]
+    assert got["webhook"] == {"api_key": "APIkey", "urls": ["https://hooks.example/lk"]}
+    assert got["prometheus_port"] == 6789
+    assert got["redis"]["sentinel_addresses"] == ["s1:26379"]
+    assert got["logging"]["json"] is True
+    assert "turn" not in got
+
+
+def test_livekit_server_config_turn():
+    turn = {"livekit_server_turn_enabled": True, "livekit_server_turn_domain": "turn.example.net"}
+    assert config.livekit_server_config(server_vars(**turn))["turn"] == {
+        "enabled": True,
+        "domain": "turn.example.net",
+        "tls_port": 5349,
+        "udp_port": 3478,
+        "external_tls": False,
+    }
+    files = {
+        "livekit_server_turn_cert_file": "/etc/c.pem",
+        "livekit_server_turn_key_file": "/etc/k.pem",
+    }
+    got = config.livekit_server_config(server_vars(**turn, **files))["turn"]
+    assert (got["cert_file"], got["key_file"]) == ("/etc/c.pem", "/etc/k.pem")
+
+
+def sip_vars(**overrides) -> dict:
+    v = defaults("livekit_sip") | {
+        "livekit_sip_api_key": SECRETS["api_key"],
+        "livekit_sip_api_secret": SECRETS["api_secret"],
+        "livekit_sip_ws_url": "ws://10.0.0.5:7880",
+        "livekit_sip_redis_address": "10.0.0.5:6379",
+        "livekit_sip_redis_password": SECRETS["redis_password"],
+    }
+    return v | overrides
+
+
+def test_livekit_sip_config_from_the_defaults():
+    assert config.livekit_sip_config(sip_vars()) == {
+        "api_key": "APIkey",
+        "api_secret": "s" * 40,
+        "ws_url": "ws://10.0.0.5:7880",
+        "redis": {"address": "10.0.0.5:6379", "db": 0, "password": "r" * 20},
+        "sip_port": 5060,
+        "rtp_port": "10000-20000",
+        "use_external_ip": False,
+        "health_port": 8080,
+        "logging": {"level": "info"},
+    }
+
+
+def test_livekit_sip_config_options():
+    got = config.livekit_sip_config(
+        sip_vars(
+            livekit_sip_nat_1_to_1_ip="192.0.2.10",
+            livekit_sip_listen_ip="10.0.0.6",
+            livekit_sip_prometheus_port="9100",
+            livekit_sip_max_active_calls=50,
+            livekit_sip_tls_enabled=True,
+            livekit_sip_tls_cert_file="/etc/sip.pem",
+            livekit_sip_tls_key_file="/etc/sip.key",
+            livekit_sip_redis_username="sip",
+            livekit_sip_redis_db=1,
+        )
+    )
+    assert got["nat_1_to_1_ip"] == "192.0.2.10" and got["listen_ip"] == "10.0.0.6"
+    assert got["prometheus_port"] == 9100 and got["max_active_calls"] == 50
+    assert got["tls"] == {
+        "port": 5061,
+        "certs": [{"cert_file": "/etc/sip.pem", "key_file": "/etc/sip.key"}],
+    }
+    assert got["redis"] == {
+        "address": "10.0.0.5:6379",
+        "db": 1,
+        "password": "r" * 20,
+        "username": "sip",
+    }
+
+
+def egress_vars(**overrides) -> dict:
+    v = defaults("livekit_egress") | {
+        "livekit_egress_api_key": SECRETS["api_key"],
+        "livekit_egress_api_secret": SECRETS["api_secret"],
+        "livekit_egress_ws_url": "ws://10.0.0.5:7880",
+        "livekit_egress_redis_address": "10.0.0.5:6379",
+        "livekit_egress_redis_password": SECRETS["redis_password"],
+        "livekit_egress_s3_access_key": "",
+        "livekit_egress_s3_secret": "",
+    }
+    return v | overrides
+
+
+def test_livekit_egress_config_from_the_defaults():
+    assert config.livekit_egress_config(egress_vars()) == {
+        "api_key": "APIkey",
+        "api_secret": "s" * 40,
+        "ws_url": "ws://10.0.0.5:7880",
+        "redis": {"address": "10.0.0.5:6379", "db": 0, "password": "r" * 20},
+        "health_port": 9191,
+        "template_port": 7980,
+        "logging": {"level": "info"},
+        "enable_chrome_sandbox": True,
+    }
+
+
+S3 = {
+    "livekit_egress_storage": "s3",
+    "livekit_egress_s3_bucket": "calls",
+    "livekit_egress_s3_access_key": "AKIAEXAMPLE",
+    "livekit_egress_s3_secret": "s3-secret",
+    "livekit_egress_s3_endpoint": "https://s3.example.internal",
+}
+
+
+@pytest.mark.parametrize("top_level", [False, True])
+def test_livekit_egress_config_s3_goes_where_the_version_reads_it(top_level):
+    got = config.livekit_egress_config(egress_vars(**S3), s3_at_top_level=top_level)
+    s3 = {
+        "bucket": "calls",
+        "access_key": "AKIAEXAMPLE",
+        "secret": "s3-secret",
+        "force_path_style": False,
+        "endpoint": "https://s3.example.internal",
+    }
+    if top_level:
+        assert got["s3"] == s3 and "storage" not in got
+    else:
+        assert got["storage"] == {"s3": s3} and "s3" not in got
+
+
+def test_livekit_egress_config_options():
+    got = config.livekit_egress_config(
+        egress_vars(
+            livekit_egress_prometheus_port=9200,
+            livekit_egress_cpu_cost={"max_cpu_utilization": 0.8},
+            livekit_egress_session_limits={"file_output_max_duration": "4h"},
+            livekit_egress_chrome_sandbox=False,
+            livekit_egress_s3_region="eu-west-1",
+            **S3,
+        )
+    )
+    assert got["prometheus_port"] == 9200
+    assert got["cpu_cost"] == {"max_cpu_utilization": 0.8}
+    assert got["session_limits"] == {"file_output_max_duration": "4h"}
+    assert got["enable_chrome_sandbox"] is False
+    assert got["storage"]["s3"]["region"] == "eu-west-1"
