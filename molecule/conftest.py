@@ -11,13 +11,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-# The project's test helpers (tests/sipp_peer.py, ...) serve the verifiers too.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# The project's test harness (SIP peers, service versions, recordings) serves the
+# verifiers too: they import it as trunkline_testing, which make venv installs.
 
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 

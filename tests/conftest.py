@@ -1,19 +1,16 @@
-"""Fixtures that start real services (see services.py) and tear them down."""
+"""Fixtures that start real services (trunkline_testing.services) and tear them down."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from trunkline.livekit import Connection
 
-import services
+from trunkline_testing import services
 
 
 def _require_artifacts() -> None:

@@ -13,8 +13,8 @@ import yaml
 from trunkline.cli import main
 from trunkline.probe import Target, call
 
-import services
 from conftest import AGENT_NAME
+from trunkline_testing import services
 
 DID = "+12127773456"
 

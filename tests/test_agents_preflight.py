@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services import run_local_play
+from trunkline_testing.services import run_local_play
 
 SECRET = "s" * 40
 

@@ -16,7 +16,7 @@ from livekit import api
 from trunkline.cli import main
 from trunkline.livekit import Connection, LiveKit
 
-from sipp_peer import free_udp_tcp_port, reject_scenario
+from trunkline_testing.sipp_peer import free_udp_tcp_port, reject_scenario
 
 
 @pytest.fixture

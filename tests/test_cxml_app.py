@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-import services
+from trunkline_testing import services
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "cxml-test-token-3f9c2a7d81"

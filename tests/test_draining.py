@@ -21,8 +21,8 @@ from trunkline.cli import main
 from trunkline.livekit import Connection
 from trunkline.probe import Target, call
 
-import services
 from conftest import agent_python
+from trunkline_testing import services
 
 DID = "+12127770020"
 AGENT = "drain-test-agent"

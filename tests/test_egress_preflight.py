@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services import run_local_play
+from trunkline_testing.services import run_local_play
 
 SECRET = "s" * 40
 

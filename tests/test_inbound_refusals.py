@@ -21,9 +21,9 @@ from trunkline.cli import main
 from trunkline.livekit import Connection, LiveKit
 from trunkline.probe import Target, call
 
-import services
 from conftest import AGENT_NAME
-from sipp_peer import free_udp_tcp_port, stray_invite
+from trunkline_testing import services
+from trunkline_testing.sipp_peer import free_udp_tcp_port, stray_invite
 
 GUARDED, AUTHED, NO_RULE, UNCLAIMED = "+12127770001", "+12127770002", "+12127770003", "+19995550000"
 PASSWORD = "in-trunk-pw-41ab"

@@ -2,7 +2,7 @@
 through an outbound trunk with digest credentials; sipp plays the provider
 (401 challenge, then verifies the credentials) and the person who picks up
 (speaks, then hangs up). The example agent, dispatched into the call's room,
-greets and echoes. Measured on the wire by trunkline.callee."""
+greets and echoes. Measured on the wire by trunkline_testing.callee."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import yaml
 from livekit import api
 
-from trunkline.callee import Callee
 from trunkline.cli import main
 from trunkline.livekit import Connection, LiveKit
 
 from conftest import AGENT_NAME
-from sipp_peer import free_udp_tcp_port
+from trunkline_testing.callee import Callee
+from trunkline_testing.sipp_peer import free_udp_tcp_port
 
 NUMBER = "+12125550199"
 PASSWORD = "out-trunk-pw-7c2d"

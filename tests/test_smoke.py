@@ -11,8 +11,7 @@ import tarfile
 import pytest
 from livekit import api
 
-import services
-import sipp_peer
+from trunkline_testing import services, sipp_peer
 
 V = services.VERSIONS
 

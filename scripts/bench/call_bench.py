@@ -45,15 +45,13 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+from trunkline.cli import main as trunkline_main
+from trunkline.livekit import Connection
+from trunkline.probe import ProbeError, ProbeResult, Target, call
+
+from trunkline_testing import services
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from trunkline.cli import main as trunkline_main  # noqa: E402
-from trunkline.livekit import Connection  # noqa: E402
-from trunkline.probe import ProbeError, ProbeResult, Target, call  # noqa: E402
-
-import services  # noqa: E402 - tests/ holds the service starters shared with pytest
-
 NETNS = ROOT / "scripts/testbed/netns.sh"
 AGENT_NAME = "trunkline-bench-agent"
 DID = "+12127773456"

@@ -48,18 +48,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ADDR, IFACE = "10.98.0.1", "tl-egress0"
-# services.py reads the media address when it is imported.
+# trunkline_testing.services reads the media address when it is imported.
 os.environ.update(TRUNKLINE_TEST_MEDIA_IP=ADDR, TRUNKLINE_TEST_MEDIA_IF=IFACE)
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import recording  # noqa: E402
-
-from trunkline.cli import main as trunkline_main  # noqa: E402
+from trunkline.cli import main as trunkline_main  # noqa: E402 - after the media address
 from trunkline.egress import list_recordings  # noqa: E402
 from trunkline.livekit import Connection  # noqa: E402
 
-import services  # noqa: E402
+from trunkline_testing import recording, services  # noqa: E402
 
 CONTAINER = "trunkline-egress-bench"
 DID_BASE = 12127774000

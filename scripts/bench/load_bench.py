@@ -47,22 +47,13 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# call_bench.py sits beside this script, whose directory Python puts on the path.
+from call_bench import AGENT_NAME, ROOT, BenchError, Stack, preflight, reexec_in_namespace
 
-from call_bench import (  # noqa: E402
-    AGENT_NAME,
-    ROOT,
-    BenchError,
-    Stack,
-    preflight,
-    reexec_in_namespace,
-)
+from trunkline.probe import silence_file, speech_file
 
-from trunkline.probe import silence_file, speech_file  # noqa: E402
-
-import services  # noqa: E402 (tests/, put on the path by call_bench)
-from sipp_peer import CALLER_INVITE, CALLER_TALK, free_udp_tcp_port  # noqa: E402
+from trunkline_testing import services
+from trunkline_testing.sipp_peer import CALLER_INVITE, CALLER_TALK, free_udp_tcp_port
 
 AGENT_DID, PLAIN_DID = "+12127773456", "+12127773459"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

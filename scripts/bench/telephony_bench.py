@@ -24,15 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
+from trunkline.livekit import Connection
+from trunkline.telephony import ops
+from trunkline.telephony.apply import Options
+from trunkline.telephony.model import parse
 
-from trunkline.livekit import Connection  # noqa: E402
-from trunkline.telephony import ops  # noqa: E402
-from trunkline.telephony.apply import Options  # noqa: E402
-from trunkline.telephony.model import parse  # noqa: E402
-
-import services  # noqa: E402 - tests/ holds the service starters shared with pytest
+from trunkline_testing import services
 
 ENV = {"BENCH_PASSWORD": "bench-secret-1"}
 

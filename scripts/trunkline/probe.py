@@ -264,11 +264,11 @@ def _sdp_audio_port(payload: bytes) -> int | None:
 
 
 class Sniffer:
-    """Timestamps SIP and RTP between ``local`` (our IP, SIP port) and the far end."""
+    """Timestamps SIP and RTP between ``local`` (our IP, SIP port) and the far end,
+    seen from the caller's side (``_sip``: we send the INVITE and our SDP offer)."""
 
-    def __init__(self, interface: str, local_ip: str, sip_port: int, uas: bool = False):
+    def __init__(self, interface: str, local_ip: str, sip_port: int):
         self.interface, self.local_ip, self.sip_port = interface, local_ip, sip_port
-        self.uas = uas
         self.wire = Wire()
         self._stop = threading.Event()
         # ETH_P_ALL: a socket bound to one protocol (ETH_P_IP) gets only
@@ -340,33 +340,52 @@ class Sniffer:
                 self._rtp(now, payload, incoming=False)
 
     def _sip(self, now: float, payload: bytes, outgoing: bool) -> None:
-        """The caller's view (``uas`` False: we send the INVITE) or the callee's."""
-        w = self.wire
+        """The caller's view: we send the INVITE (our RTP port in its SDP), the far end
+        answers it."""
         for message in payload.split(b"\r\n\r\n"):
-            head = message[:16]
-            if head.startswith(b"INVITE ") and outgoing != self.uas:
-                w.invites += 1
-                if w.invite_sent is None:
-                    w.invite_sent = now
-                    if not self.uas:
-                        w.local_rtp_port = _sdp_audio_port(payload) or w.local_rtp_port
-            elif head.startswith(b"BYE ") and w.bye_sent is None:
-                w.bye_sent, w.bye_by_us = now, outgoing
-            elif head.startswith(b"SIP/2.0 ") and outgoing == self.uas and b" INVITE" in message:
-                status_line = message.split(b"\r\n", 1)[0].decode(errors="replace")
-                code = int(status_line.split()[1])
-                if code >= 200:
-                    w.final_statuses.append(code)
-                if code in (401, 407):
-                    w.challenges += 1
-                    continue
-                if code >= 200 and w.final_status is None:
-                    w.final_status = code
-                    w.final_reason = status_line.split(" ", 2)[2] if " " in status_line else ""
-                    if code == 200:
-                        w.answered = now
-                        if self.uas:
-                            w.local_rtp_port = _sdp_audio_port(payload) or w.local_rtp_port
+            if message.startswith(b"INVITE ") and outgoing:
+                if self._invite(now):
+                    self._local_rtp_port(payload)
+            elif message.startswith(b"BYE "):
+                self._bye(now, outgoing)
+            elif message.startswith(b"SIP/2.0 ") and not outgoing and b" INVITE" in message:
+                self._response(now, message)
+
+    def _invite(self, now: float) -> bool:
+        """Count an INVITE; True for the first one."""
+        w = self.wire
+        w.invites += 1
+        if w.invite_sent is not None:
+            return False
+        w.invite_sent = now
+        return True
+
+    def _bye(self, now: float, by_us: bool) -> None:
+        if self.wire.bye_sent is None:
+            self.wire.bye_sent, self.wire.bye_by_us = now, by_us
+
+    def _response(self, now: float, message: bytes) -> bool:
+        """Note a response to an INVITE; True when it is the answer (the first final 200)."""
+        w = self.wire
+        status_line = message.split(b"\r\n", 1)[0].decode(errors="replace")
+        code = int(status_line.split()[1])
+        if code >= 200:
+            w.final_statuses.append(code)
+        if code in (401, 407):
+            w.challenges += 1
+            return False
+        if code < 200 or w.final_status is not None:
+            return False
+        w.final_status = code
+        w.final_reason = status_line.split(" ", 2)[2] if " " in status_line else ""
+        if code != 200:
+            return False
+        w.answered = now
+        return True
+
+    def _local_rtp_port(self, payload: bytes) -> None:
+        """Our RTP port, from the SDP we sent in ``payload``."""
+        self.wire.local_rtp_port = _sdp_audio_port(payload) or self.wire.local_rtp_port
 
     def _rtp(self, now: float, payload: bytes, incoming: bool) -> None:
         w = self.wire
@@ -515,7 +534,7 @@ class RoomWatch:
     room_empty_after_bye: float | None = None
 
 
-async def _watch_room(
+async def watch_room(
     conn, caller: str, done: threading.Event, wire: Wire, room: str = ""
 ) -> RoomWatch:
     """Find the room holding our SIP participant (or watch ``room``); note the
@@ -597,7 +616,8 @@ class ProbeResult:
         return asdict(self)
 
 
-def _ms(a: float | None, b: float | None) -> float | None:
+def elapsed_ms(a: float | None, b: float | None) -> float | None:
+    """Milliseconds from ``b`` to ``a`` (None unless both happened)."""
     return round((a - b) * 1000, 1) if a is not None and b is not None else None
 
 
@@ -649,7 +669,7 @@ def call(
         with Sniffer(interface, local_ip, sip_port) as sniffer:
             watcher = None
             if conn is not None:
-                watcher = _Background(_watch_room(conn, caller, done, sniffer.wire))
+                watcher = Background(watch_room(conn, caller, done, sniffer.wire))
             proc = subprocess.run(argv, capture_output=True, text=True, cwd=work, check=False)
             time.sleep(0.2)
             done.set()
@@ -687,9 +707,9 @@ def call(
         sipp_exit=proc.returncode,
         final_status=w.final_status,
         final_reason=w.final_reason,
-        answered_ms=_ms(w.answered, w.invite_sent),
-        agent_joined_ms=_ms(watch.agent_joined, w.invite_sent),
-        first_agent_audio_ms=_ms(w.first_speech_in, w.answered),
+        answered_ms=elapsed_ms(w.answered, w.invite_sent),
+        agent_joined_ms=elapsed_ms(watch.agent_joined, w.invite_sent),
+        first_agent_audio_ms=elapsed_ms(w.first_speech_in, w.answered),
         rtp_in=w.rtp_in,
         rtp_out=w.rtp_out,
         speech_in=w.speech_in,
@@ -700,7 +720,7 @@ def call(
         agent_heard_frames=heard,
         agent_heard_nonsilent=nonsilent,
         room=watch.room,
-        room_emptied_ms=_ms(watch.room_empty_after_bye, w.bye_sent),
+        room_emptied_ms=elapsed_ms(watch.room_empty_after_bye, w.bye_sent),
         capture_drops=w.capture_drops,
         checks=checks,
         ok=all(checks.values()),
@@ -708,7 +728,7 @@ def call(
     )
 
 
-class _Background:
+class Background:
     """Run a coroutine on its own event loop in a thread; ``result()`` joins it."""
 
     def __init__(self, coro):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_playbook
-from services import VERSIONS
+from trunkline_testing.services import VERSIONS
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 ARTIFACTS = PROJECT / ".artifacts"

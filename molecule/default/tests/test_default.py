@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 from livekit import api
 
-import sipp_peer
 from conftest import host_address, local_address_towards, run_playbook_text, secret
+from trunkline_testing import sipp_peer
 
 
 def http_get(url: str) -> tuple[int, str]:

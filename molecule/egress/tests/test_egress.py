@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-import recording
 
 from trunkline.cli import main as trunkline
 from trunkline.livekit import Connection
 
 from conftest import host_address, local_address_towards, run_playbook, secret
+from trunkline_testing import recording
 
 RECORDINGS = "/var/lib/livekit-egress/recordings"
 RECORDED_DID, PLAIN_DID = "+12127773456", "+12127773457"

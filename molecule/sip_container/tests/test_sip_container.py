@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import sipp_peer
 from conftest import host_address, local_address_towards
-from services import ARTIFACTS, VERSIONS
+from trunkline_testing import sipp_peer
+from trunkline_testing.services import ARTIFACTS, VERSIONS
 
 SIP = VERSIONS["LIVEKIT_SIP_VERSION"]
 TARBALL = f"livekit-sip_{SIP}_linux_amd64.tar.gz"

@@ -13,8 +13,8 @@ import pytest
 import testinfra
 from test_sip_container import healthy
 
-import sipp_peer
 from conftest import host_address, local_address_towards, run_playbook
+from trunkline_testing import sipp_peer
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-SCENARIOS = Path(__file__).resolve().parent / "sipp"
+from trunkline_testing import ROOT
+
+SCENARIOS = ROOT / "tests/sipp"
 
 
 def free_udp_tcp_port(bind: str = "0.0.0.0") -> int:
@@ -194,7 +196,7 @@ def stray_invite(
 
 # A caller (UAC) that sends G.711 from the answer on: the INVITE of @DID@, then
 # CALLER_TALK: answered, it talks (@SPEECH@ looped) for @HOLD@ ms and hangs up.
-# load_bench.py and recording.py fill the placeholders (@NAME@: the scenario's).
+# scripts/bench/load_bench.py and recording fill the placeholders (@NAME@: the scenario's).
 CALLER_INVITE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="@NAME@">
   <send retrans="500">

@@ -8,9 +8,10 @@ a wrong password gets 403), ring, answer with G.711 and speak like a person
 who picked up (espeak-ng speech), then hang up. It can also be busy, refuse,
 or ring without answering until LiveKit gives up (CANCEL, 487).
 
-The packet socket of ``trunkline.probe`` timestamps the INVITE(s), the answer
-and every RTP packet; with LiveKit credentials and the room name, the room is
-watched for the agent and for what it heard, and for emptying after the BYE.
+The packet socket of ``trunkline.probe`` (seen from the callee's side here)
+timestamps the INVITE(s), the answer and every RTP packet; with LiveKit
+credentials and the room name, the room is watched for the agent and for what
+it heard, and for emptying after the BYE.
 
 Use: ``Callee(...).start()`` before asking LiveKit to dial, ``.result()``
 after. Root (or CAP_NET_RAW) is needed for the packet socket.
@@ -31,14 +32,14 @@ from trunkline.probe import (
     CODECS,
     DEFAULT_SPEECH,
     TRANSPORTS,
+    Background,
     ProbeError,
     RoomWatch,
     Sniffer,
-    _Background,
-    _ms,
-    _watch_room,
+    elapsed_ms,
     route_to,
     speech_file,
+    watch_room,
 )
 
 HEAD = """      [last_Via:]
@@ -182,6 +183,25 @@ NO_ANSWER = """  <recv request="CANCEL"/>
 BEHAVIOURS = ("answer", "busy", "reject", "no-answer")
 
 
+class CalleeSniffer(Sniffer):
+    """The probe's packet socket from the callee's side: the far end (LiveKit SIP)
+    sends the INVITE, we answer it with our RTP port in the 200 OK's SDP."""
+
+    def _sip(self, now: float, payload: bytes, outgoing: bool) -> None:
+        for message in payload.split(b"\r\n\r\n"):
+            if message.startswith(b"INVITE ") and not outgoing:
+                self._invite(now)
+            elif message.startswith(b"BYE "):
+                self._bye(now, outgoing)
+            elif (
+                message.startswith(b"SIP/2.0 ")
+                and outgoing
+                and b" INVITE" in message
+                and self._response(now, message)
+            ):
+                self._local_rtp_port(payload)
+
+
 def uas_scenario(
     workdir: Path,
     behaviour: str,
@@ -301,13 +321,13 @@ class Callee:
         )
         self.work, self.timeout_s = work, timeout_s
         self._proc: subprocess.Popen | None = None
-        self._sniffer: Sniffer | None = None
-        self._watcher: _Background | None = None
+        self._sniffer: CalleeSniffer | None = None
+        self._watcher: Background | None = None
         self._done = threading.Event()
 
     def start(self) -> Callee:
         interface, _ = route_to(self.ip)
-        self._sniffer = Sniffer(interface, self.ip, self.port, uas=True).__enter__()
+        self._sniffer = CalleeSniffer(interface, self.ip, self.port).__enter__()
         argv = [
             self.sipp, "-sf", str(self.scenario), "-t", TRANSPORTS[self.transport],
             "-i", self.ip, "-p", str(self.port), "-mi", self.ip, "-mp", str(_even_port(self.ip)),
@@ -318,8 +338,8 @@ class Callee:
             argv, cwd=self.work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         if self.conn is not None and self.room:
-            watch = _watch_room(self.conn, "", self._done, self._sniffer.wire, room=self.room)
-            self._watcher = _Background(watch)
+            watch = watch_room(self.conn, "", self._done, self._sniffer.wire, room=self.room)
+            self._watcher = Background(watch)
         time.sleep(0.3)  # sipp binds its port
         if self._proc.poll() is not None:
             raise ProbeError(f"sipp exited at once: {self._proc.stdout.read()[-1000:]}")
@@ -353,8 +373,8 @@ class Callee:
             challenges=w.challenges,
             final_status=w.final_status,
             final_reason=w.final_reason,
-            ring_to_answer_ms=_ms(w.answered, w.invite_sent),
-            first_agent_audio_ms=_ms(w.first_speech_in, w.answered),
+            ring_to_answer_ms=elapsed_ms(w.answered, w.invite_sent),
+            first_agent_audio_ms=elapsed_ms(w.first_speech_in, w.answered),
             rtp_in=w.rtp_in,
             rtp_out=w.rtp_out,
             speech_in=w.speech_in,
@@ -366,7 +386,7 @@ class Callee:
             agent_heard_frames=int(heard) if heard is not None else None,
             agent_heard_nonsilent=int(nonsilent) if nonsilent is not None else None,
             hung_up_by=("callee" if w.bye_by_us else "livekit") if w.bye_sent else "",
-            room_emptied_ms=_ms(watch.room_empty_after_bye, w.bye_sent),
+            room_emptied_ms=elapsed_ms(watch.room_empty_after_bye, w.bye_sent),
             capture_drops=w.capture_drops,
             log=log if self._proc.returncode else "",
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trunkline.probe import speech_file
 
-from sipp_peer import CALLER_INVITE, CALLER_TALK
+from trunkline_testing.sipp_peer import CALLER_INVITE, CALLER_TALK
 
 SPEECH = "Hello, this call is being recorded. Please tell me your order number."
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import yaml
 
-from sipp_peer import free_udp_tcp_port
+from trunkline_testing import ROOT
+from trunkline_testing.sipp_peer import free_udp_tcp_port
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / ".artifacts"
 
 
