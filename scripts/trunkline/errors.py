@@ -29,3 +29,7 @@ class ConfigError(TrunklineError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class UsageError(TrunklineError):
+    """Missing or contradictory options (exit 2, nothing was changed)."""

@@ -27,6 +27,7 @@ import hashlib
 import ipaddress
 import math
 import os
+import secrets
 import shutil
 import socket
 import ssl
@@ -190,6 +191,40 @@ def ask_cxml(
             return resp.read().decode()
     except OSError as exc:
         raise ProbeError(f"CXML endpoint {url}: {exc}") from None
+
+
+def direct_target(uri: str, transport: str = "") -> Target:
+    """Call ``uri`` as written, skipping CXML (``transport`` overrides the URI's)."""
+    user, host, port, opts = parse_sip_uri(uri)
+    transport = transport or opts.get("transport", "udp")
+    return Target(host, port, user, transport.lower(), {}, "direct")
+
+
+def cxml_target(
+    url: str,
+    called: str,
+    caller: str,
+    aliases: dict[str, str],
+    token: str = "",
+    ca_file: str = "",
+    transport: str = "",
+) -> tuple[Target | None, str]:
+    """Ask the CXML endpoint what to do with a call from ``caller`` to ``called``,
+    with the parameters Cloudonix sends, and follow its answer (``resolve_cxml``;
+    ``transport`` overrides the one it names)."""
+    params = {
+        "CallSid": f"probe-{secrets.token_hex(8)}",
+        "AccountSid": "trunkline-probe",
+        "From": caller,
+        "To": called,
+        "Direction": "inbound",
+        "CallStatus": "ringing",
+    }
+    document = ask_cxml(url, params, token, ca_file=ca_file)
+    target, instead = resolve_cxml(document, aliases, transport or "udp")
+    if target is not None and transport:
+        target.transport = transport
+    return target, instead
 
 
 # --- the wire --------------------------------------------------------------

@@ -2,5 +2,6 @@
 
 Data flows one way: request parameters -> ``routing`` (pure: which route, which
 verbs) -> ``render`` (verbs -> XML bytes). ``health`` keeps a cached view of
-LiveKit SIP and the agents; ``app`` is the ASGI adapter; ``cli`` the commands.
+LiveKit SIP and the agents; ``app`` is the ASGI adapter. The commands are
+``trunkline.cli.cxml``.
 """

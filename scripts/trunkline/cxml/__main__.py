@@ -1,7 +1,7 @@
-"""``python -m trunkline.cxml serve|render ...`` (the same as ``trunkline cxml``)."""
+"""``python -m trunkline.cxml serve|check|render ...`` (the same as ``trunkline cxml``)."""
 
 import sys
 
-from trunkline.cxml.cli import main
+from trunkline.cli.cxml import main
 
 sys.exit(main())

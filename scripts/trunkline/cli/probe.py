@@ -1,17 +1,22 @@
-"""`trunkline probe`: place a measured test call (see trunkline.probe)."""
+"""``trunkline probe``: a measured test call, Cloudonix-style (see trunkline.probe)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import secrets
 import sys
 
-from trunkline.errors import TrunklineError
+from trunkline import probe
+from trunkline.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    connection,
+    connection_options,
+    error,
+    print_json,
+)
+from trunkline.errors import TrunklineError, UsageError
 from trunkline.numbers import normalize_e164
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _aliases(values: list[str]) -> dict[str, str]:
@@ -24,33 +29,20 @@ def _aliases(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _target(args: argparse.Namespace):
-    from trunkline import probe
-
+def _target(args: argparse.Namespace, caller: str, did: str, aliases: dict[str, str]):
+    """Where to call: --sip as written, or where the CXML endpoint sends a call to --did."""
     if args.sip:
         try:
-            user, host, port, opts = probe.parse_sip_uri(args.sip)
+            return probe.direct_target(args.sip, args.transport or ""), ""
         except probe.ProbeError as exc:
             raise ValueError(f"--sip: {exc}") from None
-        transport = args.transport or opts.get("transport", "udp")
-        return probe.Target(host, port, user, transport.lower(), {}, "direct"), ""
-    params = {
-        "CallSid": f"probe-{secrets.token_hex(8)}",
-        "AccountSid": "trunkline-probe",
-        "From": args.caller,
-        "To": args.did,
-        "Direction": "inbound",
-        "CallStatus": "ringing",
-    }
     token = args.cxml_token or os.environ.get("TRUNKLINE_CXML_TOKEN", "")
-    document = probe.ask_cxml(args.cxml, params, token, ca_file=args.cxml_ca or "")
-    target, instead = probe.resolve_cxml(document, args.aliases, args.transport or "udp")
-    if target is not None and args.transport:
-        target.transport = args.transport
-    return target, instead
+    return probe.cxml_target(
+        args.cxml, did, caller, aliases, token, args.cxml_ca or "", args.transport or ""
+    )
 
 
-def _print_text(r) -> None:
+def _print_text(r: probe.ProbeResult) -> None:
     status = f"{r.final_status} {r.final_reason}" if r.final_status else "no final answer"
     print(f"call {r.codec.upper()}/{r.transport.upper()} to {r.target} ({r.how}): {status}")
     if r.answered_ms is not None:
@@ -78,51 +70,42 @@ def _print_text(r) -> None:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from trunkline import probe
-    from trunkline.cli import UsageError, _connection
-
     try:
         if bool(args.sip) == bool(args.cxml):
             raise UsageError("give either --cxml URL (with --did) or --sip URI")
         if args.cxml and not args.did:
             raise UsageError("--cxml needs --did (the number Cloudonix would ask about)")
-        args.aliases = _aliases(args.service)
-        args.caller = normalize_e164(args.caller)
-        if args.did:
-            args.did = normalize_e164(args.did)
-        conn = None if args.no_livekit else _connection(args)
+        aliases = _aliases(args.service)
+        caller = normalize_e164(args.caller)
+        did = normalize_e164(args.did) if args.did else args.did
+        conn = None if args.no_livekit else connection(args)
     except (ValueError, UsageError) as exc:
-        print(f"trunkline: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return error(exc)
     try:
-        target, instead = _target(args)
+        target, instead = _target(args, caller, did, aliases)
     except ValueError as exc:
-        print(f"trunkline: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return error(exc)
     if target is None:
         message = f"the CXML endpoint did not send the call anywhere: {instead}"
         if args.json:
-            print(json.dumps({"ok": False, "error": message}, indent=2))
-        else:
-            print(f"trunkline: {message}", file=sys.stderr)
-        return EXIT_FAILED
+            print_json({"ok": False, "error": message})
+            return EXIT_FAILED
+        return error(message, EXIT_FAILED)
     try:
         result = probe.call(
-            target, args.caller, codec=args.codec, conn=conn, speech_text=args.speech,
+            target, caller, codec=args.codec, conn=conn, speech_text=args.speech,
             hold_ms=int(args.hold * 1000),
         )  # fmt: skip
     except PermissionError:
         raise TrunklineError("the packet socket needs root (or CAP_NET_RAW)") from None
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print_json(result.as_dict())
     else:
         _print_text(result)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def register_probe(sub) -> None:
-    from trunkline import probe
-
+def register(sub) -> None:
     p = sub.add_parser(
         "probe",
         help="place a measured test call, Cloudonix-style, to an agent",
@@ -163,7 +146,5 @@ def register_probe(sub) -> None:
     p.add_argument("--no-livekit", dest="no_livekit", action="store_true",
                    help="do not watch the room (no LiveKit credentials needed)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the measurements as JSON")
-    from trunkline.cli import _connection_options
-
-    _connection_options(p)
+    connection_options(p)
     p.set_defaults(func=_cmd_probe)

@@ -1,37 +1,30 @@
-"""``trunkline cxml serve|render|check``: argument parsing and output only.
+"""``trunkline cxml serve|check|render``: the CXML endpoint Cloudonix calls.
 
 ``register(subparsers)`` adds the ``cxml`` command to the main parser;
-``main`` runs it on its own (``python -m trunkline.cxml``). Exit codes as the
-main command: 0 success, 1 failed, 2 usage error or invalid routing file.
+``main`` runs it on its own (``python -m trunkline.cxml``, what the
+cxml_endpoint role's unit and validate step run). Exit codes as the main
+command: 0 success, 1 failed, 2 usage error or invalid routing file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import sys
 from typing import Any
 
+from trunkline.cli.common import EXIT_OK, EXIT_USAGE, needs_action, print_json, print_problems
 from trunkline.config import environment, load_yaml
 from trunkline.cxml import routing as rt
 from trunkline.cxml.health import HealthMonitor
 from trunkline.cxml.render import render
-from trunkline.errors import ConfigError, Problem
+from trunkline.errors import ConfigError
 from trunkline.telephony import model as telephony_model
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 DEFAULT_HOST = "127.0.0.1"  # behind the TLS front end on the same host
 DEFAULT_PORT = 8090
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _print_problems(problems: list[Problem], label: str = "error") -> None:
-    for problem in problems:
-        print(f"{label}: {problem}", file=sys.stderr)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -43,9 +36,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         app = CxmlApp(args.config, root_path=args.root_path)
     except ConfigError as exc:
-        _print_problems(exc.problems)
+        print_problems(exc.problems)
         return EXIT_USAGE
-    _print_problems(list(app.routing.warnings), "warning")
+    print_problems(list(app.routing.warnings), "warning")
     log_line(
         {
             "event": "start",
@@ -73,7 +66,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     try:
         routing = rt.load(args.config, environment())
     except ConfigError as exc:
-        _print_problems(exc.problems)
+        print_problems(exc.problems)
         return EXIT_USAGE
     params = {"To": args.to, "CallSid": "render"}
     params.update({k: v for k, v in (("From", args.from_), ("CallerName", args.caller_name)) if v})
@@ -90,7 +83,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             "reason": decision.reason,
             "cxml": document,
         }
-        print(json.dumps(out, indent=2))
+        print_json(out)
     else:
         print(document)
     return EXIT_OK
@@ -114,9 +107,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             warnings = list(parsed.warnings)
             summary = f"{len(parsed.telephony.inbound_trunks)} inbound trunks"
     except ConfigError as exc:
-        _print_problems(exc.problems)
+        print_problems(exc.problems)
         return EXIT_USAGE
-    _print_problems(warnings, "warning")
+    print_problems(warnings, "warning")
     print(f"ok: {args.config or args.telephony}: {summary}")
     return EXIT_OK
 
@@ -226,7 +219,7 @@ def register(subparsers: Any) -> None:
     p_render.add_argument("--check-health", action="store_true", help="probe the health URLs first")
     p_render.add_argument("--json", action="store_true", help="print route, decision and CXML")
     p_render.set_defaults(func=_cmd_render)
-    p_cxml.set_defaults(func=lambda _args: (p_cxml.print_help(), EXIT_USAGE)[1])
+    needs_action(p_cxml)
 
 
 def main(argv: list[str] | None = None) -> int:
