@@ -38,7 +38,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_problems(exc.problems)
         return EXIT_USAGE
-    print_problems(list(app.routing.warnings), "warning")
+    print_problems(app.routing.warnings, "warning")
     log_line(
         {
             "event": "start",
