@@ -27,7 +27,7 @@ def redis_endpoint(address: str, host: str, hostvars: dict, db: Any = 0) -> str:
     """The Redis a component on `host` uses, as `INVENTORY_HOST:PORT/DB` where it is
     one of the inventory's hosts (loopback means `host` itself), else `ADDRESS:PORT/DB`.
     Two components share a Redis exactly when their endpoints are equal."""
-    name, _, port = str(address).rpartition(":")
+    name, _sep, port = str(address).rpartition(":")
     name = name or str(address)
     if _is_loopback(name):
         return f"{host}:{port}/{db}"
