@@ -1,4 +1,4 @@
-"""House rules every role keeps (see shared/style.md): its argument_specs and
+"""House rules every role keeps (docs/roles/README.md): its argument_specs and
 its defaults describe the same variables, with the same default values."""
 
 from __future__ import annotations
