@@ -128,18 +128,26 @@ def livekit_server_config(v: Mapping) -> dict:
     return config
 
 
+def _server_client(v: Mapping, role: str) -> dict:
+    """What SIP and Egress both say about the server they work for: its API
+    credentials and URL, and its Redis (they take jobs over it)."""
+    return {
+        "api_key": v[f"{role}_api_key"],
+        "api_secret": v[f"{role}_api_secret"],
+        "ws_url": v[f"{role}_ws_url"],
+        "redis": redis_config(
+            v[f"{role}_redis_address"],
+            password=v[f"{role}_redis_password"],
+            username=v[f"{role}_redis_username"],
+            db=v[f"{role}_redis_db"],
+        ),
+    }
+
+
 def livekit_sip_config(v: Mapping) -> dict:
     """sip.yaml, from the livekit_sip role's variables."""
     config = {
-        "api_key": v["livekit_sip_api_key"],
-        "api_secret": v["livekit_sip_api_secret"],
-        "ws_url": v["livekit_sip_ws_url"],
-        "redis": redis_config(
-            v["livekit_sip_redis_address"],
-            password=v["livekit_sip_redis_password"],
-            username=v["livekit_sip_redis_username"],
-            db=v["livekit_sip_redis_db"],
-        ),
+        **_server_client(v, "livekit_sip"),
         "sip_port": _int(v["livekit_sip_port"]),
         "rtp_port": f"{v['livekit_sip_rtp_port_start']}-{v['livekit_sip_rtp_port_end']}",
         "use_external_ip": to_bool(v["livekit_sip_use_external_ip"]),
@@ -172,15 +180,7 @@ def livekit_egress_config(v: Mapping, s3_at_top_level: Any = False) -> dict:
     under `storage:` (Egress 1.9 and newer), or at the top level with
     `s3_at_top_level` (1.8 and older)."""
     config = {
-        "api_key": v["livekit_egress_api_key"],
-        "api_secret": v["livekit_egress_api_secret"],
-        "ws_url": v["livekit_egress_ws_url"],
-        "redis": redis_config(
-            v["livekit_egress_redis_address"],
-            password=v["livekit_egress_redis_password"],
-            username=v["livekit_egress_redis_username"],
-            db=v["livekit_egress_redis_db"],
-        ),
+        **_server_client(v, "livekit_egress"),
         "health_port": _int(v["livekit_egress_health_port"]),
         "template_port": _int(v["livekit_egress_template_port"]),
         "logging": {"level": v["livekit_egress_log_level"]},
