@@ -47,7 +47,7 @@ sanity: venv
 	@scripts/testbed/sanity.sh
 
 test: venv testbed lint collection
-	@scripts/run-tests.sh $(SCENARIOS)
+	@$(BIN)/python scripts/run-tests.py $(SCENARIOS)
 
 pytest: venv
 	@scripts/testbed/netns.sh $(BIN)/pytest

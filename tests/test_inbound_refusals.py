@@ -193,15 +193,20 @@ SCAN = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
 def test_a_right_password_is_let_in(conn, telephony, livekit_sip, agent_worker, tmp_path):
     """The control for the auth cases: the same trunk admits the right credentials."""
+    before = settled(livekit_sip, conn)
     wire = stray_invite(
         livekit_sip.info["sip_port"], AUTHED, tmp_path, auth=("lk-in", PASSWORD), wait_ms=8000
     )
     assert wire.final_statuses[:1] == [407] and 200 in wire.final_statuses, wire.final_statuses
 
-    async def hang_up():  # the stray caller does not ACK; end the call from LiveKit's side
+    async def clear_rooms():  # the caller hung up (BYE); the agent's room need not linger
         async with LiveKit(conn) as lk:
             for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room.name))
 
-    asyncio.run(hang_up())
-    settled(livekit_sip, conn, timeout=40)
+    asyncio.run(clear_rooms())
+    after = settled(livekit_sip, conn)
+    hangups = services.metric(after, "livekit_sip_calls_terminated", reason="hangup")
+    assert hangups > services.metric(before, "livekit_sip_calls_terminated", reason="hangup"), (
+        "livekit-sip did not count the admitted call's BYE as a hangup"
+    )

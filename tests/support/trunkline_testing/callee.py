@@ -177,8 +177,10 @@ NO_ANSWER = """  <recv request="CANCEL"/>
 
     ]]>
   </send>
-  <recv request="ACK" crlf="true"/>
+  <recv request="ACK" crlf="true" timeout="3000" ontimeout="end"/>
 """
+# livekit-sip sends no ACK for that 487 (seen on the wire with sipp's message
+# trace): the callee waits 3 s for one, as a provider would retransmit, then ends.
 
 BEHAVIOURS = ("answer", "busy", "reject", "no-answer")
 

@@ -118,12 +118,46 @@ ACK = """  <send>
 """
 
 
+# An answered INVITE is ended the way a phone ends it: ACK the 200 (a new
+# transaction, to the dialog's tags) and hang up at once with a BYE. Without
+# them livekit-sip retransmits its 200 until Timer H (32 s) gives up.
+HANG_UP = """  <send>
+    <![CDATA[
+      ACK sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+12125550177@[local_ip]:[local_port]>;tag=[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: @CSEQ@ ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+12125550177@[local_ip]:[local_port]>;tag=[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: @BYESEQ@ BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+
+
 def refused_scenario(
     workdir: Path, number: str, auth: tuple[str, str] | None, wait_ms: int
 ) -> Path:
     """A caller that sends one INVITE (and, given ``auth``, answers a 407/401
-    challenge once), ACKs any refusal, and ends after ``wait_ms`` without an
-    answer: LiveKit drops some INVITEs without a word. What came back is read
+    challenge once), ACKs any refusal, hangs up at once if answered (ACK, BYE),
+    and ends after ``wait_ms`` without an answer: LiveKit drops some INVITEs
+    without a word. What came back is read
     from the wire (trunkline.probe.Sniffer), not from sipp's exit code."""
 
     def attempt(cseq: int, challenge_next: str) -> str:
@@ -143,7 +177,8 @@ def refused_scenario(
             if challenge_next and code == 401:
                 continue
             group += f'  <recv response="{code}" optional="true" next="refused{cseq}"/>\n'
-        group += '  <recv response="200"/>\n'
+        group += '  <recv response="200" rrs="true"/>\n'
+        group += HANG_UP.replace("@CSEQ@", str(cseq)).replace("@BYESEQ@", str(cseq + 1))
         group += '  <nop next="end"/>\n'
         refused = f'  <label id="refused{cseq}"/>\n' + ACK.replace("@CSEQ@", str(cseq))
         refused += '  <nop next="end"/>\n'
