@@ -2,13 +2,18 @@
 """make test's runner (after venv, testbed, lint and collection): pytest,
 ansible-test sanity and every molecule scenario named on the command line.
 
-The suites run in TRUNKLINE_TEST_JOBS lanes at once (default 2; 1 runs them one
-after another, output streamed). A suite is taken longest first from the
-queue; two suites that place real calls and measure their audio (pytest, and
-the scenarios in MEDIA) never run at the same time, so a call's timing is not
-at the mercy of another call's CPU. Each suite writes its whole output to
-.test-results/logs/SUITE.log; with more than one lane the console gets its
-start, end and a heartbeat, and the end of the log of every suite that failed.
+A suite is a sequence of steps (a molecule scenario: destroy, syntax,
+converge, which creates and prepares the hosts first, idempotence, verify,
+destroy; the last destroy runs whatever failed). TRUNKLINE_TEST_JOBS steps of
+different suites run at once (default 2; 1 runs the suites one after another,
+output streamed), suites taken longest first. The steps that place real calls
+and measure them run alone (EXCLUSIVE: the verify steps of e2e and egress and
+the pytest files in CALL_TESTS): on a 2-core machine a converge beside them
+starves their services, and the CXML endpoint then, rightly, answers its
+fallback when a health probe times out. Each suite writes its whole output to
+.test-results/logs/SUITE.log; with more than one lane the console gets each
+step's start and end, a heartbeat, and the end of the log of every suite that
+failed.
 Runs them all, then prints each suite's result and duration, and exits 1 if
 anything failed.
 """
@@ -27,46 +32,92 @@ TOP = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = TOP / ".test-results"
 LOGS = RESULTS / "logs"
 
-# Seconds each suite took in the last measured warm run (docs/testing.md):
-# only the order they are taken in, longest first.
+# Seconds each suite took in a warm run (docs/testing.md): only the order
+# they are taken in.
 WEIGHT = {
-    "pytest": 300, "sanity": 30, "redis": 50, "artifacts": 80, "preflight": 200,
-    "default": 300, "cxml": 220, "sip_container": 260, "egress": 330, "e2e": 420,
+    "pytest-calls": 200, "pytest": 120, "sanity": 50, "redis": 60, "artifacts": 80,
+    "preflight": 220, "default": 400, "cxml": 300, "sip_container": 380, "egress": 450,
+    "e2e": 550,
 }  # fmt: skip
-# Suites that place calls and measure them.
-MEDIA = {"pytest", "e2e", "egress"}
+# The scenarios whose verifiers place calls and measure them.
+EXCLUSIVE_VERIFY = {"e2e", "egress"}
+# The pytest files that run real livekit-sip, agents and calls (they run alone).
+CALL_TESTS = [
+    "tests/test_agent_call.py", "tests/test_calls.py", "tests/test_cxml_app.py",
+    "tests/test_draining.py", "tests/test_inbound_refusals.py", "tests/test_outbound_call.py",
+    "tests/test_smoke.py",
+]  # fmt: skip
 HEARTBEAT = 60.0
 
 
+class Step:
+    def __init__(self, label: str, argv: list[str], exclusive: bool = False, always: bool = False):
+        self.label, self.argv, self.exclusive, self.always = label, argv, exclusive, always
+
+
 class Suite:
-    def __init__(self, name: str, label: str, argv: list[str], env: dict[str, str] | None = None):
-        self.name, self.label, self.argv, self.env = name, label, argv, env or {}
-        prefix = "" if name in ("pytest", "sanity") else "molecule-"
-        self.junit = RESULTS / f"{prefix}{name}.xml"
+    def __init__(self, name: str, label: str, steps: list[Step], junit: str):
+        self.name, self.label, self.steps = name, label, steps
+        self.junit = RESULTS / junit
         self.log = LOGS / f"{name}.log"
-        self.rc: int | None = None
+        self.env = {"TRUNKLINE_JUNIT": str(self.junit)}
+        self.rc = 0  # the first failed step's status
+        self.next = 0  # index of the next step
         self.started = self.ended = 0.0
 
+    def pending(self) -> Step | None:
+        """The next step to run: after a failure, only the steps that always run."""
+        while self.next < len(self.steps):
+            step = self.steps[self.next]
+            if not self.rc or step.always:
+                return step
+            self.next += 1
+        return None
 
-def suites(scenarios: list[str]) -> list[Suite]:
+
+def molecule_steps(scenario: str) -> list[Step]:
+    run = ["molecule"]
+    return [
+        Step("destroy", [*run, "destroy", "-s", scenario]),
+        Step("syntax", [*run, "syntax", "-s", scenario]),
+        Step("converge", [*run, "converge", "-s", scenario]),
+        Step("idempotence", [*run, "idempotence", "-s", scenario]),
+        Step("verify", [*run, "verify", "-s", scenario], exclusive=scenario in EXCLUSIVE_VERIFY),
+        Step("destroy", [*run, "destroy", "-s", scenario], always=True),
+    ]
+
+
+def suites(scenarios: list[str], scenarios_only: bool = False) -> list[Suite]:
+    netns = ["scripts/testbed/netns.sh", "pytest"]
+    calls = [*netns, *CALL_TESTS, f"--junitxml={RESULTS / 'pytest-calls.xml'}"]
+    rest = [*netns, *(f"--ignore={t}" for t in CALL_TESTS), f"--junitxml={RESULTS / 'pytest.xml'}"]
     out = [
-        Suite("pytest", "pytest",
-              ["scripts/testbed/netns.sh", "pytest", f"--junitxml={RESULTS / 'pytest.xml'}"]),
-        Suite("sanity", "ansible-test sanity", ["scripts/testbed/sanity.sh"]),
+        Suite("pytest-calls", "pytest (calls)", [Step("run", calls, exclusive=True)],
+              "pytest-calls.xml"),
+        Suite("pytest", "pytest (the rest)", [Step("run", rest)], "pytest.xml"),
+        Suite("sanity", "ansible-test sanity", [Step("run", ["scripts/testbed/sanity.sh"])],
+              "sanity.xml"),
     ]  # fmt: skip
+    if scenarios_only:
+        out = []
     for s in scenarios:
-        out.append(Suite(s, f"molecule {s}", ["molecule", "test", "-s", s]))
-        out[-1].env["TRUNKLINE_JUNIT"] = str(out[-1].junit)
+        out.append(Suite(s, f"molecule {s}", molecule_steps(s), f"molecule-{s}.xml"))
     return out
 
 
-def run_suite(suite: Suite, stream: bool, t0: float) -> None:
-    suite.started = time.monotonic()
-    print(f"==> test: {suite.label} (at {suite.started - t0:.0f} s)", flush=True)
+def run_step(suite: Suite, step: Step, stream: bool, t0: float) -> None:
+    now = time.monotonic()
+    if suite.next == 0:
+        suite.started = now
+    if not stream:
+        alone = " (alone)" if step.exclusive else ""
+        print(f"==> test: {suite.label}: {step.label}{alone} (at {now - t0:.0f} s)", flush=True)
     env = dict(os.environ, **suite.env)
-    with open(suite.log, "w", encoding="utf-8", errors="replace") as log:
+    with open(suite.log, "a", encoding="utf-8", errors="replace") as log:
+        log.write(f"==> {suite.label}: {step.label}: {' '.join(step.argv)}\n")
+        log.flush()
         proc = subprocess.Popen(
-            suite.argv, cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            step.argv, cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, text=True, errors="replace",
         )  # fmt: skip
         for line in proc.stdout:
@@ -74,38 +125,63 @@ def run_suite(suite: Suite, stream: bool, t0: float) -> None:
             if stream:
                 sys.stdout.write(line)
                 sys.stdout.flush()
-        suite.rc = proc.wait()
+        rc = proc.wait()
+    if rc and not suite.rc:
+        suite.rc = rc
+    suite.next += 1
     suite.ended = time.monotonic()
-    verdict = "ok" if suite.rc == 0 else f"FAILED (exit {suite.rc})"
-    print(f"<== test: {suite.label} {verdict} in {suite.ended - suite.started:.0f} s", flush=True)
+    if not stream and (rc or suite.pending() is None):
+        verdict = "ok" if not suite.rc else f"FAILED (exit {suite.rc}, at {step.label})"
+        print(
+            f"<== test: {suite.label} {verdict} in {suite.ended - suite.started:.0f} s", flush=True
+        )
+    elif stream and suite.pending() is None:
+        print(f"<== test: {suite.label} {'ok' if not suite.rc else 'FAILED'}", flush=True)
 
 
 def schedule(todo: list[Suite], jobs: int) -> float:
-    """Run every suite in ``jobs`` lanes; returns the wall time."""
+    """Run every suite's steps, ``jobs`` steps at once; returns the wall time."""
     t0 = time.monotonic()
-    todo = sorted(todo, key=lambda s: -WEIGHT.get(s.name, 100))
-    running: dict[threading.Thread, Suite] = {}
-    stream = jobs == 1
+    order = sorted(todo, key=lambda s: -WEIGHT.get(s.name, 100))
+    if jobs == 1:  # one suite after the other, as written
+        for suite in order:
+            print(f"==> test: {suite.label}", flush=True)
+            while (step := suite.pending()) is not None:
+                run_step(suite, step, True, t0)
+        return time.monotonic() - t0
+    running: dict[threading.Thread, tuple[Suite, Step]] = {}
     last_beat = t0
-    while todo or running:
+    while True:
         for th in [t for t in running if not t.is_alive()]:
             th.join()
             del running[th]
-        media_busy = any(s.name in MEDIA for s in running.values())
-        while todo and len(running) < jobs:
-            pick = next((s for s in todo if not (media_busy and s.name in MEDIA)), None)
-            if pick is None:
-                break
-            todo.remove(pick)
-            th = threading.Thread(target=run_suite, args=(pick, stream, t0), daemon=True)
+        busy = {s.name for s, _ in running.values()}
+        ready = [(s, st) for s in order if s.name not in busy and (st := s.pending()) is not None]
+        if not ready and not running:
+            break
+        alone = any(st.exclusive for _, st in running.values())
+        # A step that must run alone waits for the others to end, and nothing
+        # starts meanwhile; otherwise the longest suite's next step goes first.
+        waiting_alone = next(((s, st) for s, st in ready if st.exclusive), None)
+        while ready and len(running) < jobs and not alone:
+            if waiting_alone is not None:
+                if running:
+                    break
+                pick = waiting_alone
+            else:
+                pick = ready[0]
+            ready.remove(pick)
+            th = threading.Thread(target=run_step, args=(*pick, False, t0), daemon=True)
             running[th] = pick
             th.start()
-            media_busy = media_busy or pick.name in MEDIA
+            alone = pick[1].exclusive
+            waiting_alone = next(((s, st) for s, st in ready if st.exclusive), None)
         now = time.monotonic()
-        if not stream and running and now - last_beat >= HEARTBEAT:
+        if running and now - last_beat >= HEARTBEAT:
             last_beat = now
-            busy = ", ".join(f"{s.label} {now - s.started:.0f} s" for s in running.values())
-            print(f"  ... {now - t0:.0f} s: running {busy}; {len(todo)} waiting", flush=True)
+            beat = ", ".join(f"{s.label}: {st.label}" for s, st in running.values())
+            left = sum(1 for s in order if s.pending() is not None and s.name not in busy)
+            print(f"  ... {now - t0:.0f} s: running {beat}; {left} more suites", flush=True)
         time.sleep(0.5)
     return time.monotonic() - t0
 
@@ -144,8 +220,11 @@ def count(done: list[Suite]) -> tuple[int, int, list[str]]:
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        print("\nusage: scripts/run-tests.py [SCENARIO ...]   (make test passes $(SCENARIOS))")
+        print("\nusage: scripts/run-tests.py [--scenarios-only] [SCENARIO ...]")
+        print("  make test passes $(SCENARIOS); --scenarios-only leaves out pytest and sanity")
         return 0
+    scenarios_only = "--scenarios-only" in argv
+    argv = [a for a in argv if a != "--scenarios-only"]
     jobs = int(os.environ.get("TRUNKLINE_TEST_JOBS", "2") or "2")
     if jobs < 1:
         print("TRUNKLINE_TEST_JOBS must be 1 or more", file=sys.stderr)
@@ -163,7 +242,7 @@ def main(argv: list[str]) -> int:
         ANSIBLE_CALLBACKS_ENABLED="task_times",
         TRUNKLINE_TASK_TIMES=str(RESULTS / "task-times.jsonl"),
     )
-    todo = suites(argv)
+    todo = suites(argv, scenarios_only)
     logs = LOGS.relative_to(TOP)
     print(f"==> test: {len(todo)} suites in {jobs} lane(s); logs in {logs}/", flush=True)
     wall = schedule(list(todo), jobs)

@@ -62,7 +62,8 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._started[task._uuid] = time.time()
 
-    v2_playbook_on_handler_task_start = v2_playbook_on_task_start
+    def v2_playbook_on_handler_task_start(self, task):
+        self._started[task._uuid] = time.time()
 
     def _result(self, result, status):
         task = result._task
