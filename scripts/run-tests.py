@@ -2,7 +2,7 @@
 """make test's runner (after venv, testbed, lint and collection): pytest,
 ansible-test sanity and every molecule scenario named on the command line.
 
-A suite is a sequence of steps (a molecule scenario: destroy, syntax,
+A suite is a sequence of steps (a molecule scenario: destroy, dependency, syntax,
 converge, which creates and prepares the hosts first, idempotence, verify,
 destroy; the last destroy runs whatever failed). TRUNKLINE_TEST_JOBS steps of
 different suites run at once (default 2; 1 runs the suites one after another,
@@ -79,6 +79,9 @@ def molecule_steps(scenario: str) -> list[Step]:
     run = ["molecule"]
     return [
         Step("destroy", [*run, "destroy", "-s", scenario]),
+        # destroy prunes the ephemeral directory, where default and e2e install
+        # the collection tarball: their syntax check needs it back
+        Step("dependency", [*run, "dependency", "-s", scenario]),
         Step("syntax", [*run, "syntax", "-s", scenario]),
         Step("converge", [*run, "converge", "-s", scenario]),
         Step("idempotence", [*run, "idempotence", "-s", scenario]),
