@@ -87,9 +87,10 @@ def run_playbook_text(name: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def run_playbook(name: str, *args: str) -> dict:
-    """Run a playbook (see _playbook) against the scenario's hosts; the JSON report plus rc."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+def run_playbook(name: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run a playbook (see _playbook) against the scenario's hosts; the JSON report plus rc.
+    ``env``: more environment for ansible-playbook."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", **(env or {}))
     proc = subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], _playbook(name), *args],
         env=env,
