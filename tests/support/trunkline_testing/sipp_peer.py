@@ -102,53 +102,47 @@ INVITE = """  <send>
   <recv response="183" optional="true"/>
 """
 
-ACK = """  <send>
+# A request of the stray caller's dialog (no body). An ACK of a refusal belongs
+# to the INVITE's transaction (its Via); an ACK of a 200 and a BYE are new
+# transactions, with a branch of their own.
+IN_DIALOG = """  <send@RETRANS@>
     <![CDATA[
-      ACK sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
-      [last_Via:]
+      @METHOD@ sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
+      @VIA@
       From: <sip:+12125550177@[local_ip]:[local_port]>;tag=[call_number]
       [last_To:]
       Call-ID: [call_id]
-      CSeq: @CSEQ@ ACK
+      CSeq: @CSEQ@ @METHOD@
       Max-Forwards: 70
       Content-Length: 0
 
     ]]>
   </send>
 """
+NEW_VIA = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"
 
 
-# An answered INVITE is ended the way a phone ends it: ACK the 200 (a new
-# transaction, to the dialog's tags) and hang up at once with a BYE. Without
-# them livekit-sip retransmits its 200 until Timer H (32 s) gives up.
-HANG_UP = """  <send>
-    <![CDATA[
-      ACK sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:+12125550177@[local_ip]:[local_port]>;tag=[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: @CSEQ@ ACK
-      Max-Forwards: 70
-      Content-Length: 0
+def _in_dialog(method: str, cseq: int, via: str = NEW_VIA, retrans: str = "") -> str:
+    return (
+        IN_DIALOG.replace("@METHOD@", method)
+        .replace("@CSEQ@", str(cseq))
+        .replace("@VIA@", via)
+        .replace("@RETRANS@", f' retrans="{retrans}"' if retrans else "")
+    )
 
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-      BYE sip:@NUMBER@@[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:+12125550177@[local_ip]:[local_port]>;tag=[call_number]
-      [last_To:]
-      Call-ID: [call_id]
-      CSeq: @BYESEQ@ BYE
-      Max-Forwards: 70
-      Content-Length: 0
 
-    ]]>
-  </send>
-  <recv response="200"/>
-"""
+def _ack_refusal(cseq: int) -> str:
+    return _in_dialog("ACK", cseq, via="[last_Via:]")
+
+
+def _hang_up(cseq: int) -> str:
+    """An answered INVITE ended the way a phone ends it: ACK the 200 and BYE at
+    once. Without them livekit-sip retransmits its 200 until Timer H (32 s)."""
+    return (
+        _in_dialog("ACK", cseq)
+        + _in_dialog("BYE", cseq + 1, retrans="500")
+        + '  <recv response="200"/>\n'
+    )
 
 
 def refused_scenario(
@@ -157,8 +151,8 @@ def refused_scenario(
     """A caller that sends one INVITE (and, given ``auth``, answers a 407/401
     challenge once), ACKs any refusal, hangs up at once if answered (ACK, BYE),
     and ends after ``wait_ms`` without an answer: LiveKit drops some INVITEs
-    without a word. What came back is read
-    from the wire (trunkline.probe.Sniffer), not from sipp's exit code."""
+    without a word. What came back is read from the wire
+    (trunkline.probe.Sniffer), not from sipp's exit code."""
 
     def attempt(cseq: int, challenge_next: str) -> str:
         head = INVITE.replace("@CSEQ@", str(cseq))
@@ -178,15 +172,15 @@ def refused_scenario(
                 continue
             group += f'  <recv response="{code}" optional="true" next="refused{cseq}"/>\n'
         group += '  <recv response="200" rrs="true"/>\n'
-        group += HANG_UP.replace("@CSEQ@", str(cseq)).replace("@BYESEQ@", str(cseq + 1))
+        group += _hang_up(cseq)
         group += '  <nop next="end"/>\n'
-        refused = f'  <label id="refused{cseq}"/>\n' + ACK.replace("@CSEQ@", str(cseq))
+        refused = f'  <label id="refused{cseq}"/>\n' + _ack_refusal(cseq)
         refused += '  <nop next="end"/>\n'
         return head + group + refused
 
     body = attempt(1, "challenged" if auth else "")
     if auth:
-        body += '  <label id="challenged"/>\n' + ACK.replace("@CSEQ@", "1")
+        body += '  <label id="challenged"/>\n' + _ack_refusal(1)
         body += attempt(2, "")
     body += '  <label id="end"/>\n'
     text = '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
