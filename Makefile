@@ -4,7 +4,7 @@
 #   make lint        ansible-lint (production), yamllint, ruff
 #   make collection  dist/: the trunkline wheel and the trunkline.voice collection tarball
 #   make sanity      ansible-test sanity on the built collection
-#   make test        venv + testbed + lint + collection, then pytest and every molecule scenario
+#   make test        venv + testbed + collection, then lint, pytest and every molecule scenario
 #   make lab         a local lab host with trunkline.voice.site applied; make lab-down
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -46,7 +46,7 @@ collection: venv
 sanity: venv
 	@scripts/testbed/sanity.sh
 
-test: venv testbed lint collection
+test: venv testbed collection
 	@$(BIN)/python scripts/run-tests.py $(SCENARIOS)
 
 pytest: venv

@@ -18,6 +18,15 @@ import pytest
 # The project's test harness (SIP peers, service versions, recordings) serves the
 # verifiers too: they import it as trunkline_testing, which make venv installs.
 
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "calls: places real calls and measures them (make test runs these alone: "
+        "scripts/run-tests.py, PYTEST_ADDOPTS='-m calls', then the rest with -m 'not calls')",
+    )
+
+
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 
 
@@ -75,18 +84,6 @@ def _playbook(name: str) -> str:
     return str(Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / name)
 
 
-def run_playbook_text(name: str, *args: str) -> subprocess.CompletedProcess:
-    """Run a playbook (see _playbook) with the default callback; the whole output."""
-    return subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], _playbook(name), *args],
-        env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
 def run_playbook(name: str, *args: str, env: dict[str, str] | None = None) -> dict:
     """Run a playbook (see _playbook) against the scenario's hosts; the JSON report plus rc.
     ``env``: more environment for ansible-playbook."""
@@ -107,6 +104,27 @@ def run_playbook(name: str, *args: str, env: dict[str, str] | None = None) -> di
     report["changed_tasks"] = _changed_tasks(report)
     report["failed_messages"] = failed_messages(report)
     return report
+
+
+def ansible_log() -> str:
+    """All that Ansible printed in this scenario so far, for scenarios whose
+    molecule.yml sets ANSIBLE_LOG_PATH to the ephemeral directory's ansible.log
+    (and converge's --diff): create, the converge on fresh hosts, idempotence,
+    and the verifiers' own runs."""
+    path = EPHEMERAL / "ansible.log"
+    assert path.is_file(), f"{path} missing: the scenario's molecule.yml sets ANSIBLE_LOG_PATH"
+    return path.read_text(errors="replace")
+
+
+def task_output(log: str, task: str) -> str:
+    """What the runs in an Ansible log printed under every TASK header naming ``task``."""
+    out, inside = [], False
+    for line in log.splitlines():
+        if "TASK [" in line:
+            inside = task in line
+        elif inside:
+            out.append(line)
+    return "\n".join(out)
 
 
 @pytest.fixture(scope="session")

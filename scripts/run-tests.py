@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""make test's runner (after venv, testbed, lint and collection): pytest,
+"""make test's runner (after venv, testbed and collection): make lint, pytest,
 ansible-test sanity and every molecule scenario named on the command line.
 
 A suite is a sequence of steps (a molecule scenario: destroy, dependency, syntax,
@@ -7,10 +7,14 @@ converge, which creates and prepares the hosts first, idempotence, verify,
 destroy; the last destroy runs whatever failed). TRUNKLINE_TEST_JOBS steps of
 different suites run at once (default 2; 1 runs the suites one after another,
 output streamed), suites taken longest first. The steps that place real calls
-and measure them run alone (EXCLUSIVE: the verify steps of e2e and egress and
-the pytest files in CALL_TESTS): on a 2-core machine a converge beside them
-starves their services, and the CXML endpoint then, rightly, answers its
-fallback when a health probe times out. Each suite writes its whole output to
+and measure them run alone (exclusive: the pytest files in CALL_TESTS, and in
+e2e and egress the verifier's tests marked `calls`, which run first; the rest
+of their verifier runs as a step of its own in a lane): on a 2-core machine a
+converge beside them starves their services, and the CXML endpoint then,
+rightly, answers its fallback when a health probe times out. Light steps
+(lint, ansible-test sanity) run at a lower CPU priority beside an exclusive
+step, where the calls leave a core mostly idle, and otherwise only when
+nothing else is ready. Each suite writes its whole output to
 .test-results/logs/SUITE.log; with more than one lane the console gets each
 step's start and end, a heartbeat, and the end of the log of every suite that
 failed.
@@ -35,12 +39,15 @@ LOGS = RESULTS / "logs"
 # Seconds each suite took in a warm run (docs/testing.md): only the order
 # they are taken in.
 WEIGHT = {
-    "pytest-calls": 200, "pytest": 120, "sanity": 50, "redis": 60, "artifacts": 80,
+    "pytest-calls": 200, "pytest": 120, "sanity": 50, "lint": 45, "redis": 60, "artifacts": 80,
     "preflight": 220, "default": 400, "cxml": 300, "sip_container": 380, "egress": 450,
     "e2e": 550,
 }  # fmt: skip
-# The scenarios whose verifiers place calls and measure them.
+# The scenarios whose verifiers place calls and measure them: their tests
+# marked `calls` (molecule/conftest.py) run alone, the others in a lane.
 EXCLUSIVE_VERIFY = {"e2e", "egress"}
+# Below the calls' priority (nice(1)) when a light step runs beside them.
+LIGHT_NICE = ["nice", "-n", "15"]
 # The pytest files that run real livekit-sip, agents and calls (they run alone).
 CALL_TESTS = [
     "tests/test_agent_call.py", "tests/test_calls.py", "tests/test_cxml_app.py",
@@ -51,14 +58,19 @@ HEARTBEAT = 60.0
 
 
 class Step:
-    def __init__(self, label: str, argv: list[str], exclusive: bool = False, always: bool = False):
+    def __init__(
+        self, label: str, argv: list[str], exclusive: bool = False, always: bool = False,
+        light: bool = False, env: dict[str, str] | None = None,
+    ):  # fmt: skip
         self.label, self.argv, self.exclusive, self.always = label, argv, exclusive, always
+        self.light, self.env = light, env or {}
 
 
 class Suite:
     def __init__(self, name: str, label: str, steps: list[Step], junit: str):
         self.name, self.label, self.steps = name, label, steps
         self.junit = RESULTS / junit
+        self.junits = [self.junit]  # every junit file its steps write
         self.log = LOGS / f"{name}.log"
         self.env = {"TRUNKLINE_JUNIT": str(self.junit)}
         self.rc = 0  # the first failed step's status
@@ -77,6 +89,15 @@ class Suite:
 
 def molecule_steps(scenario: str) -> list[Step]:
     run = ["molecule"]
+    verify = [Step("verify", [*run, "verify", "-s", scenario])]
+    if scenario in EXCLUSIVE_VERIFY:
+        calls = RESULTS / f"molecule-{scenario}-calls.xml"
+        verify = [
+            Step("verify: calls", [*run, "verify", "-s", scenario], exclusive=True,
+                 env={"PYTEST_ADDOPTS": "-m calls", "TRUNKLINE_JUNIT": str(calls)}),
+            Step("verify: the rest", [*run, "verify", "-s", scenario],
+                 env={"PYTEST_ADDOPTS": "-m 'not calls'"}),
+        ]  # fmt: skip
     return [
         Step("destroy", [*run, "destroy", "-s", scenario]),
         # destroy prunes the ephemeral directory, where default and e2e install
@@ -85,7 +106,7 @@ def molecule_steps(scenario: str) -> list[Step]:
         Step("syntax", [*run, "syntax", "-s", scenario]),
         Step("converge", [*run, "converge", "-s", scenario]),
         Step("idempotence", [*run, "idempotence", "-s", scenario]),
-        Step("verify", [*run, "verify", "-s", scenario], exclusive=scenario in EXCLUSIVE_VERIFY),
+        *verify,
         Step("destroy", [*run, "destroy", "-s", scenario], always=True),
     ]
 
@@ -98,13 +119,18 @@ def suites(scenarios: list[str], scenarios_only: bool = False) -> list[Suite]:
         Suite("pytest-calls", "pytest (calls)", [Step("run", calls, exclusive=True)],
               "pytest-calls.xml"),
         Suite("pytest", "pytest (the rest)", [Step("run", rest)], "pytest.xml"),
-        Suite("sanity", "ansible-test sanity", [Step("run", ["scripts/testbed/sanity.sh"])],
-              "sanity.xml"),
+        Suite("sanity", "ansible-test sanity",
+              [Step("run", [*LIGHT_NICE, "scripts/testbed/sanity.sh"], light=True)], "sanity.xml"),
+        Suite("lint", "make lint", [Step("run", [*LIGHT_NICE, "make", "-s", "lint"], light=True)],
+              "lint.xml"),
     ]  # fmt: skip
     if scenarios_only:
         out = []
     for s in scenarios:
-        out.append(Suite(s, f"molecule {s}", molecule_steps(s), f"molecule-{s}.xml"))
+        suite = Suite(s, f"molecule {s}", molecule_steps(s), f"molecule-{s}.xml")
+        if s in EXCLUSIVE_VERIFY:
+            suite.junits.append(RESULTS / f"molecule-{s}-calls.xml")
+        out.append(suite)
     return out
 
 
@@ -115,7 +141,7 @@ def run_step(suite: Suite, step: Step, stream: bool, t0: float) -> None:
     if not stream:
         alone = " (alone)" if step.exclusive else ""
         print(f"==> test: {suite.label}: {step.label}{alone} (at {now - t0:.0f} s)", flush=True)
-    env = dict(os.environ, **suite.env)
+    env = {**os.environ, **suite.env, **step.env}
     with open(suite.log, "a", encoding="utf-8", errors="replace") as log:
         log.write(f"==> {suite.label}: {step.label}: {' '.join(step.argv)}\n")
         log.flush()
@@ -142,6 +168,18 @@ def run_step(suite: Suite, step: Step, stream: bool, t0: float) -> None:
         print(f"<== test: {suite.label} {'ok' if not suite.rc else 'FAILED'}", flush=True)
 
 
+def run_guarded(suite: Suite, step: Step, t0: float) -> None:
+    """run_step in a lane: an error in the runner itself fails the step (and
+    is printed) instead of leaving it to be picked again."""
+    try:
+        run_step(suite, step, False, t0)
+    except Exception as exc:  # reported, and the suite fails
+        print(f"<== test: {suite.label}: {step.label}: runner error: {exc!r}", flush=True)
+        suite.rc = suite.rc or 1
+        suite.next += 1
+        suite.ended = time.monotonic()
+
+
 def schedule(todo: list[Suite], jobs: int) -> float:
     """Run every suite's steps, ``jobs`` steps at once; returns the wall time."""
     t0 = time.monotonic()
@@ -162,23 +200,27 @@ def schedule(todo: list[Suite], jobs: int) -> float:
         ready = [(s, st) for s in order if s.name not in busy and (st := s.pending()) is not None]
         if not ready and not running:
             break
-        alone = any(st.exclusive for _, st in running.values())
-        # A step that must run alone waits for the others to end, and nothing
-        # starts meanwhile; otherwise the longest suite's next step goes first.
-        waiting_alone = next(((s, st) for s, st in ready if st.exclusive), None)
-        while ready and len(running) < jobs and not alone:
-            if waiting_alone is not None:
-                if running:
-                    break
+        # A step that must run alone waits for the other lanes to end (light
+        # steps aside), and nothing but a light step starts beside it; a light
+        # step goes beside an exclusive one, or when nothing else is ready;
+        # otherwise the longest suite's next step goes first.
+        while ready and len(running) < jobs:
+            heavy = [st for _, st in running.values() if not st.light]
+            alone = any(st.exclusive for st in heavy)
+            waiting_alone = next(((s, st) for s, st in ready if st.exclusive), None)
+            light = next(((s, st) for s, st in ready if st.light), None)
+            if alone or (waiting_alone is not None and heavy):
+                pick = light  # beside an exclusive step, or while one waits
+            elif waiting_alone is not None:
                 pick = waiting_alone
             else:
-                pick = ready[0]
+                pick = next(((s, st) for s, st in ready if not st.light), light)
+            if pick is None:
+                break
             ready.remove(pick)
-            th = threading.Thread(target=run_step, args=(*pick, False, t0), daemon=True)
+            th = threading.Thread(target=run_guarded, args=(*pick, t0), daemon=True)
             running[th] = pick
             th.start()
-            alone = pick[1].exclusive
-            waiting_alone = next(((s, st) for s, st in ready if st.exclusive), None)
         now = time.monotonic()
         if running and now - last_beat >= HEARTBEAT:
             last_beat = now
@@ -198,20 +240,25 @@ def count(done: list[Suite]) -> tuple[int, int, list[str]]:
     names: list[str] = []
     for suite in done:
         n = 0
-        if suite.junit.exists():
-            for case in ET.parse(suite.junit).iter("testcase"):  # noqa: S314 - our own files
-                bad = case.find("failure")
-                if bad is None:
-                    bad = case.find("error")
-                if bad is not None:
-                    n += 1
-                    msg = (bad.get("message") or "").strip().splitlines()
-                    names.append(
-                        f"{suite.name}: {case.get('classname', '')}::{case.get('name', '')}"
-                        + (f" - {msg[0][:160]}" if msg else "")
-                    )
-                elif case.find("skipped") is None:
-                    passed += 1
+        cases = [
+            case
+            for junit in suite.junits
+            if junit.exists()
+            for case in ET.parse(junit).iter("testcase")  # noqa: S314 - our own files
+        ]
+        for case in cases:
+            bad = case.find("failure")
+            if bad is None:
+                bad = case.find("error")
+            if bad is not None:
+                n += 1
+                msg = (bad.get("message") or "").strip().splitlines()
+                names.append(
+                    f"{suite.name}: {case.get('classname', '')}::{case.get('name', '')}"
+                    + (f" - {msg[0][:160]}" if msg else "")
+                )
+            elif case.find("skipped") is None:
+                passed += 1
         if suite.rc != 0 and n == 0:
             n = 1
             log = suite.log.relative_to(TOP)
@@ -224,7 +271,7 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\nusage: scripts/run-tests.py [--scenarios-only] [SCENARIO ...]")
-        print("  make test passes $(SCENARIOS); --scenarios-only leaves out pytest and sanity")
+        print("  make test passes $(SCENARIOS); --scenarios-only: no lint, pytest or sanity")
         return 0
     scenarios_only = "--scenarios-only" in argv
     argv = [a for a in argv if a != "--scenarios-only"]

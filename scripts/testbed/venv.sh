@@ -18,6 +18,22 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
   fi
 fi
+# The agent runtime the tests run the example agent with: livekit-agents and
+# the silero plugin at the livekit_agents role's default pins and constraints.
+# Built beside .venv (the two installs leave a core idle each); its output
+# goes to a log, shown if it fails.
+agent_venv=${venv}-agent
+agent_log=$(mktemp)
+agent_pid=""
+trap '[ -z "$agent_pid" ] || kill "$agent_pid" 2>/dev/null; rm -f "$agent_log"' EXIT
+echo "==> venv: $agent_venv (the example agent's livekit-agents runtime), in the background"
+(
+  [ -x "$agent_venv/bin/python" ] || "$python" -m venv "$agent_venv"
+  "$agent_venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
+  "$agent_venv/bin/python" -m pip install -q --disable-pip-version-check \
+    -c roles/livekit_agents/files/constraints.txt livekit-agents livekit-plugins-silero
+) >"$agent_log" 2>&1 &
+agent_pid=$!
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
 # The controller's Ansible (requirements.txt), trunkline editable with the
 # CXML endpoint's extra, the dev tools, and the named test-support package.
@@ -34,12 +50,18 @@ rm -rf "$venv/wheelhouse"
 # ansible-playbook trunkline.voice.site runs what is here.
 mkdir -p "$venv/collections/ansible_collections/trunkline"
 ln -sfn ../../../.. "$venv/collections/ansible_collections/trunkline/voice"
-# The agent runtime the tests run the example agent with: livekit-agents and
-# the silero plugin at the livekit_agents role's default pins and constraints.
-agent_venv=${venv}-agent
-[ -x "$agent_venv/bin/python" ] || "$python" -m venv "$agent_venv"
-"$agent_venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "pip==25.3"
-echo "==> venv: $agent_venv (the example agent's livekit-agents runtime)"
-progress "pip install into $agent_venv" "$agent_venv/bin/python" -m pip install -q --disable-pip-version-check \
-  -c roles/livekit_agents/files/constraints.txt livekit-agents livekit-plugins-silero
+n=0
+while kill -0 "$agent_pid" 2>/dev/null; do
+  sleep 1
+  n=$((n + 1))
+  if [ $((n % 30)) = 0 ]; then echo "  ... pip install into $agent_venv: $n s more"; fi
+done
+rc=0
+wait "$agent_pid" || rc=$?
+agent_pid=""
+if [ "$rc" != 0 ]; then
+  cat "$agent_log" >&2
+  echo "make venv: building $agent_venv failed (above)" >&2
+  exit 1
+fi
 echo "==> venv: ready in $((SECONDS - t0)) s ($("$venv/bin/trunkline" --version))"

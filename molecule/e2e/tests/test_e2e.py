@@ -69,6 +69,7 @@ CASES = [
 ]
 
 
+@pytest.mark.calls
 @pytest.mark.parametrize(("did", "how", "codec"), CASES)
 def test_a_call_reaches_the_agent_and_both_sides_hear_each_other(
     host, conn, ca_file, tmp_path, did, how, codec
@@ -106,6 +107,7 @@ def _job_record(host, room: str) -> dict | None:
     return None
 
 
+@pytest.mark.calls
 def test_bye_ends_the_agent_job_and_the_room(host, conn, ca_file, tmp_path):
     target, _ = probe.resolve_cxml(cloudonix(host, ca_file, "+12127773456"), {}, "udp")
     result = probe.call(target, CALLER, conn=conn, cache=tmp_path, hold_ms=3000)
@@ -202,6 +204,7 @@ def _journal_time(host, unit: str, text: str, since: float) -> float | None:
     return None
 
 
+@pytest.mark.calls
 def test_agent_upgrade_drains_the_call_in_progress(host, conn, ca_file, tmp_path):
     """An upgrade during a call: the playbook runs with a changed worker environment
     (what new agent code or a new venv also does), its handler restarts the worker;

@@ -127,6 +127,7 @@ def test_retention_rule_and_directory(host):
     assert re.search(rf"^d {RECORDINGS} 0750 1000 0 7d$", rule, re.M), rule
 
 
+@pytest.mark.calls
 def test_a_recorded_call_is_on_disk_with_its_length_and_speech(host, lk_env, capsys, tmp_path):
     addr = host_address(host)
     started = time.time()
@@ -155,6 +156,7 @@ def test_a_recorded_call_is_on_disk_with_its_length_and_speech(host, lk_env, cap
     assert rec["started_at"] and time.time() - started < 300
 
 
+@pytest.mark.calls
 def test_an_unrecorded_rule_starts_no_recording(host, lk_env, capsys, tmp_path):
     addr = host_address(host)
     proc = recording.call_pairs(addr, 5060, [PLAIN_DID], 4, local_address_towards(addr), tmp_path)
@@ -164,6 +166,7 @@ def test_an_unrecorded_rule_starts_no_recording(host, lk_env, capsys, tmp_path):
     assert code == 0 and items == [], items
 
 
+@pytest.mark.calls
 def test_operator_starts_and_stops_a_recording(host, lk_env, capsys, tmp_path):
     addr = host_address(host)
     proc = recording.call_pairs(addr, 5060, [PLAIN_DID], 20, local_address_towards(addr), tmp_path)

@@ -1,7 +1,8 @@
 """livekit_sip's container method, checked the way its user would: by protocol.
 
-The hosts ran the binary method first (prepare.yml); converge switched them to
-the container method.
+Debian 12 ran the binary method first (prepare.yml) and converge switched it to
+the container method; Debian 13 was installed in the container method from
+scratch. Both must end the same.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,13 +36,17 @@ def inspect(host) -> dict:
 
 
 def healthy(addr: str, timeout: float = 60) -> bool:
-    """Health 200 within `timeout` s (livekit-sip answers 429 UnderLoad while the CPU is busy)."""
+    """Started and serving within `timeout` s: health 200 OK, or 429 UnderLoad
+    while the host's CPU is busy (503 NotStarted is not)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(f"http://{addr}:8080/", timeout=5) as resp:
                 if resp.status == 200 and resp.read().decode() == "OK":
                     return True
+        except urllib.error.HTTPError as err:
+            if err.code == 429 and err.read().decode() == "UnderLoad":
+                return True
         except OSError:
             pass
         if time.monotonic() > deadline:

@@ -1,8 +1,9 @@
 """Switching livekit_sip's install method back: container -> binary.
 
-converge.yml already switched binary -> container (test_sip_container.py
-checks the result). This runs last, on the converged container hosts: the
-switch must leave exactly one livekit-sip, answering, and no container.
+converge.yml already switched Debian 12 binary -> container and installed
+Debian 13 in the container method (test_sip_container.py checks the result).
+This runs last, on the converged container hosts: the switch must leave
+exactly one livekit-sip, answering, and no container.
 """
 
 from __future__ import annotations
