@@ -48,11 +48,12 @@ WEIGHT = {
 EXCLUSIVE_VERIFY = {"e2e", "egress"}
 # Below the calls' priority (nice(1)) when a light step runs beside them.
 LIGHT_NICE = ["nice", "-n", "15"]
-# The pytest files that run real livekit-sip, agents and calls (they run alone).
+# The pytest files that run real livekit-sip, agents and calls, or time a Redis
+# failover (they run alone).
 CALL_TESTS = [
     "tests/test_agent_call.py", "tests/test_calls.py", "tests/test_cxml_app.py",
     "tests/test_draining.py", "tests/test_inbound_refusals.py", "tests/test_outbound_call.py",
-    "tests/test_smoke.py",
+    "tests/test_smoke.py", "tests/test_redis_sentinel.py",
 ]  # fmt: skip
 HEARTBEAT = 60.0
 

@@ -168,6 +168,131 @@ def start_redis(workdir: Path) -> Service:
     return svc
 
 
+def livekit_redis(redis) -> dict:
+    """The ``redis:`` block of a LiveKit program's config for ``redis``: one
+    address, or Sentinel's settings for a RedisSentinel."""
+    if "livekit_redis" in redis.info:
+        return dict(redis.info["livekit_redis"])
+    return {"address": redis.info["address"], "password": redis.info["password"]}
+
+
+def redis_cli(port: int, password: str, *command: str, timeout: float = 5) -> str:
+    """One command to a Redis or Sentinel on loopback with redis-cli; the
+    password goes through REDISCLI_AUTH, never argv. Its reply, stripped
+    ('' when the server does not answer)."""
+    cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+    try:
+        out = subprocess.run(
+            [cli, "-h", "127.0.0.1", "-p", str(port), *command],
+            env={**os.environ, "REDISCLI_AUTH": password},
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return ""
+    return out.stdout.strip()
+
+
+@dataclass
+class RedisSentinel:
+    """A Redis master, one replica and three sentinels on loopback (quorum 2),
+    AUTH on the data and the sentinel ports: what LiveKit's Sentinel settings
+    (sentinel_master_name, sentinel_addresses, sentinel_password) point at."""
+
+    nodes: dict[int, Service]  # data port -> redis-server
+    sentinels: list[Service]
+    info: dict = field(default_factory=dict)
+
+    def master_port(self) -> int | None:
+        """The data port the first answering sentinel names as master."""
+        for s in self.sentinels:
+            if s.proc.poll() is not None:
+                continue
+            reply = redis_cli(
+                s.info["port"], self.info["sentinel_password"],
+                "SENTINEL", "get-master-addr-by-name", self.info["master_name"],
+            ).split()  # fmt: skip
+            if len(reply) == 2:
+                return int(reply[1])
+        return None
+
+    def role(self, port: int) -> str:
+        """'master' or 'slave' (Redis's word) as the node itself says; '' if it does not answer."""
+        out = redis_cli(port, self.info["password"], "INFO", "replication")
+        return next((ln.split(":", 1)[1] for ln in out.splitlines() if ln.startswith("role:")), "")
+
+    def restart(self, port: int) -> Service:
+        """Start a stopped node again from its config file (which Redis and
+        Sentinel may have rewritten)."""
+        old = self.nodes[port]
+        svc = _spawn(old.name, [old.info["binary"], old.info["conf"]], old.info["workdir"])
+        svc.info.update(old.info)
+        self.nodes[port] = svc
+        return svc
+
+    def stop(self) -> None:
+        for svc in [*self.sentinels, *self.nodes.values()]:
+            svc.stop()
+
+
+def start_redis_sentinel(workdir: Path, master_name: str = "trunkline") -> RedisSentinel:
+    redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    password, sentinel_password = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    master, replica = free_port(), free_port()
+    nodes: dict[int, Service] = {}
+    for port in (master, replica):
+        conf = workdir / f"redis-{port}.conf"
+        conf.write_text(
+            f"bind 127.0.0.1\nport {port}\nrequirepass {password}\nmasterauth {password}\n"
+            f'save ""\nappendonly no\ndir {workdir}\ndbfilename dump-{port}.rdb\n'
+            + (f"replicaof 127.0.0.1 {master}\n" if port == replica else "")
+        )
+        conf.chmod(0o600)
+        svc = _spawn(f"redis-{port}", [redis_server, str(conf)], workdir)
+        svc.info.update(port=port, password=password, conf=str(conf), binary=redis_server,
+                        workdir=workdir)  # fmt: skip
+        nodes[port] = svc
+    sentinels = []
+    for i in range(3):
+        port = free_port()
+        conf = workdir / f"sentinel-{i + 1}.conf"
+        conf.write_text(
+            f"bind 127.0.0.1\nport {port}\ndir {workdir}\nrequirepass {sentinel_password}\n"
+            f"sentinel monitor {master_name} 127.0.0.1 {master} 2\n"
+            f"sentinel auth-pass {master_name} {password}\n"
+            f"sentinel down-after-milliseconds {master_name} 2000\n"
+            f"sentinel failover-timeout {master_name} 10000\n"
+        )
+        conf.chmod(0o600)
+        svc = _spawn(f"sentinel-{i + 1}", [redis_server, str(conf), "--sentinel"], workdir)
+        svc.info.update(port=port)
+        sentinels.append(svc)
+    rs = RedisSentinel(nodes, sentinels)
+    rs.info.update(
+        password=password, sentinel_password=sentinel_password, master_name=master_name,
+        first_master=master, first_replica=replica,
+        livekit_redis={
+            "sentinel_master_name": master_name,
+            "sentinel_addresses": [f"127.0.0.1:{s.info['port']}" for s in sentinels],
+            "sentinel_password": sentinel_password,
+            "password": password,
+        },
+    )  # fmt: skip
+
+    def ready() -> bool:
+        if "connected_slaves:1" not in redis_cli(master, password, "INFO", "replication"):
+            return False
+        peers = redis_cli(sentinels[0].info["port"], sentinel_password, "SENTINEL", "sentinels",
+                          master_name)  # fmt: skip
+        return rs.master_port() == master and peers.count("runid") >= 2
+
+    try:
+        wait_for(ready, 30, "redis master, replica and three sentinels", nodes[master].proc)
+    except BaseException:
+        rs.stop()
+        raise
+    return rs
+
+
 def start_livekit_server(workdir: Path, redis: Service, ports: int = 100) -> Service:
     """livekit-server on loopback + the test address; ``ports`` UDP ports for WebRTC
     (each participant takes several: a load test needs thousands)."""
@@ -182,7 +307,7 @@ def start_livekit_server(workdir: Path, redis: Service, ports: int = 100) -> Ser
         "port": port,
         "bind_addresses": sorted({"127.0.0.1", MEDIA_IP}),
         "keys": {api_key: api_secret},
-        "redis": {"address": redis.info["address"], "password": redis.info["password"]},
+        "redis": livekit_redis(redis),
         "rtc": {
             "tcp_port": tcp_port,
             "port_range_start": udp_start,
@@ -224,7 +349,7 @@ def start_livekit_sip(workdir: Path, redis: Service, server: Service, ports: int
         "api_key": server.info["api_key"],
         "api_secret": server.info["api_secret"],
         "ws_url": server.info["ws_url"],
-        "redis": {"address": redis.info["address"], "password": redis.info["password"]},
+        "redis": livekit_redis(redis),
         "sip_port": sip_port,
         "rtp_port": f"{rtp_start}-{rtp_start + ports}",
         "use_external_ip": False,
