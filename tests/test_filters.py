@@ -76,6 +76,60 @@ def test_redis_endpoint_db_is_part_of_the_endpoint():
     assert filters.redis_endpoint("10.0.0.5:6379", "x", HOSTVARS, 1) == "core-1:6379/1"
 
 
+SENTINELS = ["10.0.0.5:26379", "sip-1.example.net:26379", "10.0.0.7:26379"]
+
+
+def test_redis_sentinel_endpoint_is_the_same_for_the_same_sentinels_in_any_order():
+    a = filters.redis_sentinel_endpoint(SENTINELS, "main", "core-1", HOSTVARS)
+    b = filters.redis_sentinel_endpoint(
+        ["sip-1:26379", "10.0.0.7:26379", "core-1:26379"], "main", "x", HOSTVARS
+    )
+    assert a == b == "sentinel main@10.0.0.7:26379,core-1:26379,sip-1:26379/0"
+    assert filters.redis_sentinel_endpoint(SENTINELS, "other", "core-1", HOSTVARS) != a
+    assert filters.redis_endpoint("10.0.0.5:6379", "core-1", HOSTVARS) != a
+
+
+@pytest.mark.parametrize(
+    ("addresses", "name", "expected"),
+    [
+        ([], "", []),
+        (SENTINELS, "main", []),
+        (SENTINELS[:2], "main", ["has 2 sentinel(s): use an odd number, at least 3"]),
+        (SENTINELS[:1], "main", ["has 1 sentinel(s)"]),
+        ([*SENTINELS, "10.0.0.8:26379"], "main", ["has 4 sentinel(s)"]),
+        (SENTINELS, "", ["_master_name must name the master"]),
+        (["s1:26379", "s1:26379", "s2:26379"], "m", ["lists a sentinel twice", "has 2"]),
+        (["s1", "s2:26379", "s3:26379"], "m", ["s1 not HOST:PORT"]),
+        ("s1:26379", "m", ["must be a list of HOST:PORT"]),
+    ],
+)
+def test_sentinel_problems_name_the_variable_and_what_to_change(addresses, name, expected):
+    got = filters.sentinel_problems(addresses, name, "livekit_sip")
+    assert len(got) == len(expected), got
+    for message, want in zip(got, expected, strict=True):
+        assert message.startswith("livekit_sip_redis_sentinel_") and want in message, got
+
+
+def test_redis_endpoints_compare_address_and_sentinel_clients():
+    v = {
+        "livekit_server_redis_address": "127.0.0.1:6379", "livekit_server_redis_db": 0,
+        "livekit_server_redis_sentinel_addresses": SENTINELS,
+        "livekit_server_redis_sentinel_master_name": "main",
+        "livekit_sip_redis_address": "10.0.0.5:6379", "livekit_sip_redis_db": 0,
+        "livekit_sip_redis_sentinel_addresses": [],
+    }  # fmt: skip
+    got = filters.redis_endpoints(v, ["livekit_server", "livekit_sip"], "core-1", HOSTVARS, "d")
+    assert [(e["who"], e["at"]) for e in got] == [
+        (
+            "livekit_server_redis_sentinel_addresses",
+            "sentinel main@10.0.0.7:26379,core-1:26379,sip-1:26379/0",
+        ),
+        ("livekit_sip_redis_address", "core-1:6379/0"),
+    ]  # fmt: skip: the server on Sentinel, SIP on one address: not the same Redis
+    assert {e["host"] for e in got} == {"core-1"} and {e["deployment"] for e in got} == {"d"}
+    assert filters.redis_endpoints(v, ["redis"], "core-1", HOSTVARS, "d") == []
+
+
 # --- deployment_addresses --------------------------------------------------------------
 
 LOCAL = r"^(lo|docker\d*|br-[0-9a-f]+|veth.*)$"
@@ -424,13 +478,26 @@ def test_redis_config_tls():
 SECRETS = {"api_key": "APIkey", "api_secret": "s" * 40, "redis_password": "r" * 20}
 
 
-def server_vars(**overrides) -> dict:
-    v = defaults("livekit_server") | {
-        "livekit_server_api_key": SECRETS["api_key"],
-        "livekit_server_api_secret": SECRETS["api_secret"],
-        "livekit_server_redis_address": "10.0.0.5:6379",
-        "livekit_server_redis_password": SECRETS["redis_password"],
+def no_sentinel(role: str) -> dict:
+    """The Sentinel defaults as they render without trunkline_redis_sentinel_*."""
+    return {
+        f"{role}_redis_sentinel_master_name": "",
+        f"{role}_redis_sentinel_addresses": [],
+        f"{role}_redis_sentinel_password": "",
     }
+
+
+def server_vars(**overrides) -> dict:
+    v = (
+        defaults("livekit_server")
+        | no_sentinel("livekit_server")
+        | {
+            "livekit_server_api_key": SECRETS["api_key"],
+            "livekit_server_api_secret": SECRETS["api_secret"],
+            "livekit_server_redis_address": "10.0.0.5:6379",
+            "livekit_server_redis_password": SECRETS["redis_password"],
+        }
+    )
     return v | overrides
 
 
@@ -509,13 +576,17 @@ def test_livekit_server_config_turn():
 
 
 def sip_vars(**overrides) -> dict:
-    v = defaults("livekit_sip") | {
-        "livekit_sip_api_key": SECRETS["api_key"],
-        "livekit_sip_api_secret": SECRETS["api_secret"],
-        "livekit_sip_ws_url": "ws://10.0.0.5:7880",
-        "livekit_sip_redis_address": "10.0.0.5:6379",
-        "livekit_sip_redis_password": SECRETS["redis_password"],
-    }
+    v = (
+        defaults("livekit_sip")
+        | no_sentinel("livekit_sip")
+        | {
+            "livekit_sip_api_key": SECRETS["api_key"],
+            "livekit_sip_api_secret": SECRETS["api_secret"],
+            "livekit_sip_ws_url": "ws://10.0.0.5:7880",
+            "livekit_sip_redis_address": "10.0.0.5:6379",
+            "livekit_sip_redis_password": SECRETS["redis_password"],
+        }
+    )
     return v | overrides
 
 
@@ -531,6 +602,20 @@ def test_livekit_sip_config_from_the_defaults():
         "health_port": 8080,
         "logging": {"level": "info"},
     }
+
+
+def test_livekit_sip_and_egress_configs_take_sentinel():
+    for role, render, make in (
+        ("livekit_sip", config.livekit_sip_config, sip_vars),
+        ("livekit_egress", config.livekit_egress_config, egress_vars),
+    ):
+        got = render(make(**{
+            f"{role}_redis_sentinel_addresses": SENTINELS,
+            f"{role}_redis_sentinel_master_name": "main",
+            f"{role}_redis_sentinel_password": "sp",
+        }))["redis"]  # fmt: skip
+        assert got["sentinel_addresses"] == SENTINELS and got["sentinel_master_name"] == "main"
+        assert got["sentinel_password"] == "sp" and got["password"] == "r" * 20
 
 
 def test_livekit_sip_config_options():
@@ -562,15 +647,19 @@ def test_livekit_sip_config_options():
 
 
 def egress_vars(**overrides) -> dict:
-    v = defaults("livekit_egress") | {
-        "livekit_egress_api_key": SECRETS["api_key"],
-        "livekit_egress_api_secret": SECRETS["api_secret"],
-        "livekit_egress_ws_url": "ws://10.0.0.5:7880",
-        "livekit_egress_redis_address": "10.0.0.5:6379",
-        "livekit_egress_redis_password": SECRETS["redis_password"],
-        "livekit_egress_s3_access_key": "",
-        "livekit_egress_s3_secret": "",
-    }
+    v = (
+        defaults("livekit_egress")
+        | no_sentinel("livekit_egress")
+        | {
+            "livekit_egress_api_key": SECRETS["api_key"],
+            "livekit_egress_api_secret": SECRETS["api_secret"],
+            "livekit_egress_ws_url": "ws://10.0.0.5:7880",
+            "livekit_egress_redis_address": "10.0.0.5:6379",
+            "livekit_egress_redis_password": SECRETS["redis_password"],
+            "livekit_egress_s3_access_key": "",
+            "livekit_egress_s3_secret": "",
+        }
+    )
     return v | overrides
 
 

@@ -13,8 +13,11 @@ they are measurements, not asserts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -147,3 +150,43 @@ def test_the_old_master_comes_back_as_a_replica(stack, capsys):
     assert rs.master_port() == replica
     with capsys.disabled():
         print(f"\n  the old master a replica again {took:.1f} s after its restart")
+
+
+def _egress_check(stack, **overrides) -> dict:
+    """trunkline.voice.livekit_egress_check as Ansible runs it, on this machine,
+    pointed at the server's Redis through the sentinels."""
+    rs, server, _, _ = stack
+    args = {
+        "url": server.info["ws_url"], "api_key": server.info["api_key"],
+        "api_secret": server.info["api_secret"], "redis_address": "unused:6379",
+        "redis_password": rs.info["password"],
+        "sentinel_addresses": rs.info["livekit_redis"]["sentinel_addresses"],
+        "sentinel_master_name": rs.info["master_name"],
+        "sentinel_password": rs.info["sentinel_password"],
+    } | overrides  # fmt: skip
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible")), "localhost", "-c", "local", "-i",
+         "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",
+         "-m", "trunkline.voice.livekit_egress_check", "-a", json.dumps(args)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(services.ROOT / ".venv/collections"),
+             "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"},
+    )  # fmt: skip
+    out = json.loads(proc.stdout)
+    result = out["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert rs.info["password"] not in proc.stdout + proc.stderr
+    assert rs.info["sentinel_password"] not in proc.stdout + proc.stderr
+    return result
+
+
+def test_the_egress_check_finds_the_master_through_the_sentinels(stack):
+    """No Egress worker runs here: the check must get as far as counting the
+    master's channels (none) and say where it looked; a wrong sentinel password
+    is an error from the sentinels."""
+    rs = stack[0]
+    got = _egress_check(stack)
+    assert got.get("failed"), got
+    assert got["msg"].startswith(f"no Egress worker is subscribed on Redis {rs.info['master_name']}"
+                                 " (via Sentinel 127.0.0.1:"), got["msg"]  # fmt: skip
+    bad = _egress_check(stack, sentinel_password="wrong-password-0123456789")
+    assert bad.get("failed") and bad["msg"].startswith("Redis trunkline (via Sentinel"), bad["msg"]

@@ -140,6 +140,10 @@ def _server_client(v: Mapping, role: str) -> dict:
             password=v[f"{role}_redis_password"],
             username=v[f"{role}_redis_username"],
             db=v[f"{role}_redis_db"],
+            sentinel_master_name=v[f"{role}_redis_sentinel_master_name"],
+            sentinel_addresses=v[f"{role}_redis_sentinel_addresses"],
+            sentinel_username=v[f"{role}_redis_sentinel_username"],
+            sentinel_password=v[f"{role}_redis_sentinel_password"],
         ),
     }
 

@@ -1,6 +1,7 @@
-"""Filters that look across the inventory: which Redis a component uses, which
-addresses a deployment's hosts send from (pure functions, unit-tested in
-tests/test_filters.py). Ports: ports.py; config files as data: config.py."""
+"""Filters that look across the inventory: which Redis a component uses (one
+address or Sentinel), which addresses a deployment's hosts send from (pure
+functions, unit-tested in tests/test_filters.py). Ports: ports.py; config
+files as data: config.py."""
 
 from __future__ import annotations
 
@@ -43,6 +44,67 @@ def redis_endpoint(address: str, host: str, hostvars: dict, db: Any = 0) -> str:
     return f"{name}:{port}/{db}"
 
 
+def redis_sentinel_endpoint(
+    addresses: Iterable[str], master_name: str, host: str, hostvars: dict, db: Any = 0
+) -> str:
+    """The Redis a component reaches through Sentinel, named so that two
+    components share it exactly when the names are equal: `sentinel NAME@` and
+    the sentinels as redis_endpoint names them, sorted, then `/DB`."""
+    at = sorted(redis_endpoint(a, host, hostvars, 0).rsplit("/", 1)[0] for a in addresses)
+    return f"sentinel {master_name}@{','.join(at)}/{db}"
+
+
+def sentinel_problems(addresses: Any, master_name: str, who: str) -> list[str]:
+    """What is wrong with a component's Sentinel settings (`who`: its variable
+    prefix), as messages; [] when they are usable or Sentinel is not used."""
+    if not addresses:
+        return []
+    if isinstance(addresses, str) or not isinstance(addresses, Iterable):
+        return [f"{who}_redis_sentinel_addresses must be a list of HOST:PORT (it is {addresses!r})"]
+    addresses = [str(a) for a in addresses]
+    out = []
+    bad = [a for a in addresses if not re.fullmatch(r"[^:\s]+:[0-9]{1,5}", a)]
+    if bad:
+        out.append(f"{who}_redis_sentinel_addresses: {', '.join(bad)} not HOST:PORT")
+    if len(set(addresses)) != len(addresses):
+        out.append(f"{who}_redis_sentinel_addresses lists a sentinel twice")
+    n = len(set(addresses))
+    if n < 3 or n % 2 == 0:
+        out.append(
+            f"{who}_redis_sentinel_addresses has {n} sentinel(s): use an odd number, at least 3, "
+            "so a majority can still elect a master when one is lost"
+        )
+    if not str(master_name or "").strip():
+        out.append(f"{who}_redis_sentinel_master_name must name the master the sentinels monitor")
+    return out
+
+
+REDIS_CLIENTS = ("livekit_server", "livekit_sip", "livekit_egress")
+
+
+def redis_endpoints(
+    v: Mapping, groups: Iterable[str], host: str, hostvars: dict, deployment: str
+) -> list[dict]:
+    """The Redis each LiveKit component on `host` uses (`v`: the host's
+    variables, `groups`: its groups), as {who, host, deployment, at}: `at` is
+    redis_endpoint or redis_sentinel_endpoint, so equal means the same Redis."""
+    out = []
+    for role in REDIS_CLIENTS:
+        if role not in groups:
+            continue
+        sentinels = v.get(f"{role}_redis_sentinel_addresses") or []
+        db = v.get(f"{role}_redis_db", 0)
+        if sentinels:
+            who = f"{role}_redis_sentinel_addresses"
+            name = v.get(f"{role}_redis_sentinel_master_name", "")
+            at = redis_sentinel_endpoint(sentinels, name, host, hostvars, db)
+        else:
+            who = f"{role}_redis_address"
+            at = redis_endpoint(v[f"{role}_redis_address"], host, hostvars, db)
+        out.append({"who": who, "host": host, "deployment": deployment, "at": at})
+    return out
+
+
 def deployment_addresses(
     hostvars: Mapping,
     hosts: Iterable[str],
@@ -78,5 +140,8 @@ class FilterModule:
     def filters(self):
         return {
             "redis_endpoint": redis_endpoint,
+            "redis_sentinel_endpoint": redis_sentinel_endpoint,
+            "sentinel_problems": sentinel_problems,
+            "redis_endpoints": redis_endpoints,
             "deployment_addresses": deployment_addresses,
         }

@@ -23,7 +23,7 @@ options:
     type: float
     default: 5
   redis_address:
-    description: HOST:PORT of the server's Redis.
+    description: HOST:PORT of the server's Redis (unused with O(sentinel_addresses)).
     type: str
     required: true
   redis_password:
@@ -32,6 +32,25 @@ options:
     default: ""
   redis_username:
     description: Redis ACL user.
+    type: str
+    default: ""
+  sentinel_addresses:
+    description:
+      - HOST:PORT of each Redis Sentinel. Set, the check asks them for the master named
+        O(sentinel_master_name) and counts the channels there, as LiveKit finds its Redis.
+    type: list
+    elements: str
+    default: []
+  sentinel_master_name:
+    description: The master's name the sentinels monitor.
+    type: str
+    default: ""
+  sentinel_username:
+    description: Sentinel ACL user.
+    type: str
+    default: ""
+  sentinel_password:
+    description: The sentinels' password.
     type: str
     default: ""
 attributes:
@@ -91,21 +110,60 @@ except ImportError:
 CHANNEL_PATTERN = "*EgressInternal*"
 
 
-def redis_channels(address: str, username: str, password: str, timeout: float) -> list[str]:
+def _host_port(address: str) -> tuple[str, int]:
     host, port = address.rsplit(":", 1)
-    client = redis.Redis(
-        host=host.strip("[]"),
-        port=int(port),
-        username=username or None,
-        password=password or None,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
-    )
+    return host.strip("[]"), int(port)
+
+
+def redis_client(p: dict):
+    """A client of the server's Redis: the address, or the master the sentinels name."""
+    common = {
+        "username": p["redis_username"] or None,
+        "password": p["redis_password"] or None,
+        "socket_timeout": p["timeout"],
+        "socket_connect_timeout": p["timeout"],
+        "decode_responses": True,
+    }
+    if p["sentinel_addresses"]:
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel(
+            [_host_port(a) for a in p["sentinel_addresses"]],
+            sentinel_kwargs={
+                "username": p["sentinel_username"] or None,
+                "password": p["sentinel_password"] or None,
+                "socket_timeout": p["timeout"],
+                "socket_connect_timeout": p["timeout"],
+            },
+        )
+        return sentinel.master_for(p["sentinel_master_name"], **common)
+    host, port = _host_port(p["redis_address"])
+    return redis.Redis(host=host, port=port, **common)
+
+
+def where(p: dict) -> str:
+    """The Redis, as an operator reads it in a message."""
+    if p["sentinel_addresses"]:
+        return f"{p['sentinel_master_name']} (via Sentinel {', '.join(p['sentinel_addresses'])})"
+    return p["redis_address"]
+
+
+def is_client_channel(channel: str) -> bool:
+    """psrpc's channels of an RPC client (the server's own, for the replies it
+    waits for: `EgressInternal|CLI_...|RES` or `CLI.EgressInternal....`), not a
+    worker's."""
+    return channel.startswith("CLI.") or "|CLI_" in channel
+
+
+def redis_channels(p: dict) -> list[str]:
+    """The Egress job channels workers subscribe to (the server's own client
+    channels match the pattern too, and are left out)."""
+    client = redis_client(p)
     try:
-        return sorted(client.pubsub_channels(CHANNEL_PATTERN))
+        found = client.pubsub_channels(CHANNEL_PATTERN)
     finally:
         client.close()
+    return sorted(c for c in found if not is_client_channel(c))
 
 
 def main() -> None:
@@ -114,6 +172,10 @@ def main() -> None:
         redis_address={"type": "str", "required": True},
         redis_password={"type": "str", "default": "", "no_log": True},
         redis_username={"type": "str", "default": ""},
+        sentinel_addresses={"type": "list", "elements": "str", "default": []},
+        sentinel_master_name={"type": "str", "default": ""},
+        sentinel_username={"type": "str", "default": ""},
+        sentinel_password={"type": "str", "default": "", "no_log": True},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if not HAS_REDIS:
@@ -123,14 +185,12 @@ def main() -> None:
     require_jwt(module)
     p = module.params
     try:
-        channels = redis_channels(
-            p["redis_address"], p["redis_username"], p["redis_password"], p["timeout"]
-        )
+        channels = redis_channels(p)
     except (redis.RedisError, OSError, ValueError) as e:
-        module.fail_json(msg=f"Redis {p['redis_address']}: {e}", egress_channels=[])
+        module.fail_json(msg=f"Redis {where(p)}: {e}", egress_channels=[])
     if not channels:
         module.fail_json(
-            msg=f"no Egress worker is subscribed on Redis {p['redis_address']} "
+            msg=f"no Egress worker is subscribed on Redis {where(p)} "
             f"(no {CHANNEL_PATTERN} channel): the server would answer "
             "'no response from egress service'",
             egress_channels=[],

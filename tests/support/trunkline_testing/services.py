@@ -279,14 +279,21 @@ def start_redis_sentinel(workdir: Path, master_name: str = "trunkline") -> Redis
     )  # fmt: skip
 
     def ready() -> bool:
+        """The replica in sync, and every sentinel knowing the master, the replica
+        (a failover needs one it knows) and the two other sentinels."""
         if "connected_slaves:1" not in redis_cli(master, password, "INFO", "replication"):
             return False
-        peers = redis_cli(sentinels[0].info["port"], sentinel_password, "SENTINEL", "sentinels",
-                          master_name)  # fmt: skip
-        return rs.master_port() == master and peers.count("runid") >= 2
+        for sentinel in sentinels:
+            ask = [sentinel.info["port"], sentinel_password, "SENTINEL"]
+            if f"127.0.0.1:{replica}" not in redis_cli(*ask, "replicas", master_name):
+                return False
+            if redis_cli(*ask, "sentinels", master_name).count("runid") < 2:
+                return False
+        return rs.master_port() == master
 
     try:
-        wait_for(ready, 30, "redis master, replica and three sentinels", nodes[master].proc)
+        # Sentinels find replicas in the master's INFO every 10 s.
+        wait_for(ready, 45, "redis master, replica and three sentinels", nodes[master].proc)
     except BaseException:
         rs.stop()
         raise
