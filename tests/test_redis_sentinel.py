@@ -85,13 +85,10 @@ def _write(tmp_path: Path, data: dict, name: str) -> str:
 
 
 def _until(predicate, timeout: float, what: str) -> float:
-    """Poll ``predicate`` every 0.2 s for at most ``timeout`` s; the seconds it took."""
+    """services.wait_for, timed: the seconds until ``predicate`` held."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if predicate():
-            return time.monotonic() - t0
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {timeout} s")
+    services.wait_for(predicate, timeout, what)
+    return time.monotonic() - t0
 
 
 def test_livekit_runs_on_sentinel_alone(stack):

@@ -120,7 +120,7 @@ class Egress:
             "api_key": server.info["api_key"],
             "api_secret": server.info["api_secret"],
             "ws_url": server.info["ws_url"],
-            "redis": {"address": redis.info["address"], "password": redis.info["password"]},
+            "redis": services.livekit_redis(redis),
             "health_port": self.health,
             "template_port": template,
             "logging": {"level": "info"},

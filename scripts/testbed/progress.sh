@@ -4,12 +4,18 @@
 # silent step (a Go build, a pip install, a debootstrap) shows it is alive.
 # Returns COMMAND's status.
 progress() {
-  local log="" label pid n=0 rc=0
+  local log="" label
   if [ "$1" = --log ]; then log=$2; shift 2; fi
   label=$1
   shift
   if [ -n "$log" ]; then "$@" >"$log" 2>&1 & else "$@" & fi
-  pid=$!
+  progress_wait "$label" $!
+}
+
+# progress_wait LABEL PID: the same, for a background job of this shell that
+# is already running. Returns its status.
+progress_wait() {
+  local label=$1 pid=$2 n=0 rc=0
   while kill -0 "$pid" 2>/dev/null; do
     sleep 1
     n=$((n + 1))

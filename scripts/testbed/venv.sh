@@ -50,14 +50,8 @@ rm -rf "$venv/wheelhouse"
 # ansible-playbook trunkline.voice.site runs what is here.
 mkdir -p "$venv/collections/ansible_collections/trunkline"
 ln -sfn ../../../.. "$venv/collections/ansible_collections/trunkline/voice"
-n=0
-while kill -0 "$agent_pid" 2>/dev/null; do
-  sleep 1
-  n=$((n + 1))
-  if [ $((n % 30)) = 0 ]; then echo "  ... pip install into $agent_venv: $n s more"; fi
-done
 rc=0
-wait "$agent_pid" || rc=$?
+progress_wait "pip install into $agent_venv" "$agent_pid" || rc=$?
 agent_pid=""
 if [ "$rc" != 0 ]; then
   cat "$agent_log" >&2
