@@ -325,7 +325,9 @@ def test_every_port_of_a_component_is_in_the_table():
 
 def test_a_templated_default_is_refused(tmp_path, monkeypatch):
     (tmp_path / "redis/defaults").mkdir(parents=True)
-    (tmp_path / "redis/defaults/main.yml").write_text('redis_port: "{{ other }}"\n')
+    (tmp_path / "redis/defaults/main.yml").write_text(
+        'redis_port: "{{ other }}"\nredis_server_enabled: true\nredis_sentinel_enabled: false\n'
+    )
     monkeypatch.setattr(ports, "ROLES_DIR", tmp_path)
     ports.role_defaults.cache_clear()
     try:
@@ -338,7 +340,9 @@ def test_a_templated_default_is_refused(tmp_path, monkeypatch):
 
 def test_a_variable_without_default_is_named(tmp_path, monkeypatch):
     (tmp_path / "redis/defaults").mkdir(parents=True)
-    (tmp_path / "redis/defaults/main.yml").write_text("---\nredis_bind_addresses: []\n")
+    (tmp_path / "redis/defaults/main.yml").write_text(
+        "---\nredis_bind_addresses: []\nredis_server_enabled: true\nredis_sentinel_enabled: false\n"
+    )
     monkeypatch.setattr(ports, "ROLES_DIR", tmp_path)
     ports.role_defaults.cache_clear()
     try:
@@ -717,3 +721,57 @@ def test_livekit_egress_config_options():
     assert got["session_limits"] == {"file_output_max_duration": "4h"}
     assert got["enable_chrome_sandbox"] is False
     assert got["storage"]["s3"]["region"] == "eu-west-1"
+
+
+# --- sentinel_master, sentinel_drift, address_is_local ------------------------------------
+
+
+def _said(*lines, rc=0):
+    return {"rc": rc, "stdout_lines": list(lines)}
+
+
+def test_sentinel_master_takes_what_most_answering_sentinels_say():
+    answers = [_said("10.0.0.11", "6379"), _said("10.0.0.11", "6379"), _said(rc=1)]
+    got = filters.sentinel_master(answers, "10.0.0.10:6379")
+    assert got == {"address": "10.0.0.11:6379", "source": "sentinels", "votes": 2, "asked": 3,
+                   "problem": ""}  # fmt: skip
+
+
+def test_sentinel_master_falls_back_to_the_initial_master_when_none_answers():
+    answers = [_said("Could not connect to Redis at 10.0.0.10:26379", rc=1), _said(rc=124)]
+    got = filters.sentinel_master(answers, "10.0.0.10:6379")
+    assert (got["address"], got["source"], got["problem"]) == ("10.0.0.10:6379", "inventory", "")
+    # An unknown master name answers nil: nothing to count either.
+    assert filters.sentinel_master([_said()], "a:1")["source"] == "inventory"
+
+
+def test_sentinel_master_refuses_a_split():
+    answers = [_said("10.0.0.10", "6379"), _said("10.0.0.11", "6379")]
+    got = filters.sentinel_master(answers, "10.0.0.10:6379")
+    assert "do not agree" in got["problem"] and "10.0.0.11:6379: 1" in got["problem"]
+
+
+def test_sentinel_master_brackets_ipv6():
+    assert filters.sentinel_master([_said("fd00::1", "6379")], "")["address"] == "[fd00::1]:6379"
+
+
+@pytest.mark.parametrize(
+    ("address", "local", "port", "expected"),
+    [
+        ("10.0.0.10:6379", ["127.0.0.1", "10.0.0.10"], 6379, True),
+        ("10.0.0.10:6380", ["10.0.0.10"], 6379, False),
+        ("10.0.0.11:6379", ["127.0.0.1", "-::1", "10.0.0.10"], 6379, False),
+        ("[fd00::1]:6379", ["-fd00::1"], "6379", True),
+    ],
+)
+def test_address_is_local(address, local, port, expected):
+    assert filters.address_is_local(address, local, port) is expected
+
+
+def test_sentinel_drift_names_only_what_differs():
+    lines = ["name", "m", "quorum", "2", "down-after-milliseconds", "30000", "parallel-syncs", "1",
+             "failover-timeout", "60000"]  # fmt: skip
+    want = {"quorum": 2, "down-after-milliseconds": 5000, "parallel-syncs": 1,
+            "failover-timeout": 60000}  # fmt: skip
+    assert filters.sentinel_drift(lines, want) == [["down-after-milliseconds", "5000"]]
+    assert filters.sentinel_drift(lines[:2], {"quorum": 2}) == [["quorum", "2"]]

@@ -79,6 +79,59 @@ def sentinel_problems(addresses: Any, master_name: str, who: str) -> list[str]:
     return out
 
 
+def sentinel_master(answers: Iterable[Mapping], fallback: str) -> dict:
+    """Which Redis is the master, from `SENTINEL get-master-addr-by-name` as
+    each sentinel answered it (registered command results: `rc`, `stdout_lines`).
+
+    {address, source, votes, asked, problem}: `source` is `sentinels` when most
+    of those that answered agree, `inventory` (address = `fallback`, the
+    initial master) when none answered (a first deployment), and `problem`
+    says why neither holds (the answers split, e.g. during a failover). A
+    sentinel that is down says nothing and is not counted."""
+    answers = list(answers)
+    said: dict[str, int] = {}
+    for a in answers:
+        lines = [str(x).strip() for x in a.get("stdout_lines") or []]
+        if a.get("rc") == 0 and len(lines) == 2 and lines[1].isdigit():
+            host = lines[0]
+            key = f"[{host}]:{lines[1]}" if ":" in host else f"{host}:{lines[1]}"
+            said[key] = said.get(key, 0) + 1
+    out = {"address": fallback, "source": "inventory", "votes": 0, "asked": len(answers),
+           "problem": ""}  # fmt: skip
+    if not said:
+        return out
+    address, votes = max(said.items(), key=lambda kv: kv[1])
+    answered = sum(said.values())
+    if votes * 2 <= answered:
+        split = ", ".join(f"{k}: {v}" for k, v in sorted(said.items()))
+        out["problem"] = (
+            f"the sentinels do not agree on the master ({split}, of {len(answers)} asked); "
+            "run again once the failover has settled"
+        )
+        return out
+    return {**out, "address": address, "source": "sentinels", "votes": votes}
+
+
+def address_is_local(address: str, local: Iterable[str], port: Any) -> bool:
+    """Whether HOST:PORT names this host (one of its `local` addresses, on `port`)."""
+    host, _, at = str(address).rpartition(":")
+    names = {str(x).lstrip("-").strip("[]") for x in local}
+    return at == str(port) and host.strip("[]") in names
+
+
+SENTINEL_SETTINGS = ("quorum", "down-after-milliseconds", "failover-timeout", "parallel-syncs")
+
+
+def sentinel_drift(lines: Iterable[str], desired: Mapping) -> list[list[str]]:
+    """The [name, value] pairs to `SENTINEL SET` so the monitor settings of a
+    sentinel (`SENTINEL MASTER NAME`'s output: name and value lines in turn)
+    equal `desired`; [] when they do."""
+    lines = [str(x).strip() for x in lines]
+    have = dict(zip(lines[0::2], lines[1::2], strict=False))
+    return [[k, str(desired[k])] for k in SENTINEL_SETTINGS
+            if k in desired and have.get(k) != str(desired[k])]  # fmt: skip
+
+
 REDIS_CLIENTS = ("livekit_server", "livekit_sip", "livekit_egress")
 
 
@@ -143,5 +196,8 @@ class FilterModule:
             "redis_sentinel_endpoint": redis_sentinel_endpoint,
             "sentinel_problems": sentinel_problems,
             "redis_endpoints": redis_endpoints,
+            "sentinel_master": sentinel_master,
+            "sentinel_drift": sentinel_drift,
+            "address_is_local": address_is_local,
             "deployment_addresses": deployment_addresses,
         }
