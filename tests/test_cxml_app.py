@@ -36,6 +36,9 @@ SESSION = "session-token-never-logged"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CALLER = "+442079460000"
 ENV = {"CXML_TEST_TOKEN": TOKEN, "SIP_PASSWORD": SIP_PASSWORD, "CLOUDONIX_OUTBOUND_PASSWORD": "x"}
+# The trunkline under test in the endpoint too: a PYTHONPATH (a worktree's
+# scripts/) comes before the venv's own install.
+PYTHON_ENV = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
 
 ROUTING = """
 auth: {token: "${CXML_TEST_TOKEN}"}
@@ -187,7 +190,7 @@ def start_endpoint(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **ENV},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **PYTHON_ENV, **ENV},
         start_new_session=True,
     )
     endpoint = Endpoint(proc, port, log, config)

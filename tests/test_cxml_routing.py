@@ -5,6 +5,7 @@ CXML Cloudonix expects, and caller-controlled values can't break the document.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,9 @@ ENV = {
     "SIP_PASSWORD": "sip-secret",
 }
 CALLER = "+442079460000"
+# The trunkline under test in subprocesses too: a PYTHONPATH (a worktree's
+# scripts/) comes before the venv's own install.
+PYTHON_ENV = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
 
 
 def _parse(document: str | bytes) -> ET.Element:
@@ -348,7 +352,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "trunkline.cxml", *args],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})},
+        env={"PATH": "/usr/bin:/bin", **PYTHON_ENV, **ENV, **(env or {})},
         timeout=60,
     )
 
@@ -405,7 +409,7 @@ def test_check_assume_set_stands_in_for_secrets_but_not_for_unknown_names(tmp_pa
     shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
     shutil.copy(ROOT / "templates/cxml.yml", tmp_path / "cxml.yml")
     names = ["CXML_AUTH_TOKEN", "CLOUDONIX_OUTBOUND_PASSWORD"]
-    empty = {"PATH": "/usr/bin:/bin"}
+    empty = {"PATH": "/usr/bin:/bin", **PYTHON_ENV}
     config = str(tmp_path / "cxml.yml")
     out = subprocess.run(
         [sys.executable, "-m", "trunkline.cxml", "check", "--config", config,
