@@ -5,6 +5,7 @@ health-awareness against a real livekit-sip."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import http.server
@@ -27,6 +28,9 @@ from urllib.parse import urlencode
 
 import pytest
 
+from trunkline.cxml.health import HealthMonitor
+from trunkline.cxml.routing import HealthTargets
+
 from trunkline_testing import services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +40,9 @@ SESSION = "session-token-never-logged"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CALLER = "+442079460000"
 ENV = {"CXML_TEST_TOKEN": TOKEN, "SIP_PASSWORD": SIP_PASSWORD, "CLOUDONIX_OUTBOUND_PASSWORD": "x"}
+# The trunkline under test in the endpoint too: a PYTHONPATH (a worktree's
+# scripts/) comes before the venv's own install.
+PYTHON_ENV = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
 
 ROUTING = """
 auth: {token: "${CXML_TEST_TOKEN}"}
@@ -187,7 +194,7 @@ def start_endpoint(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **ENV},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **PYTHON_ENV, **ENV},
         start_new_session=True,
     )
     endpoint = Endpoint(proc, port, log, config)
@@ -629,6 +636,7 @@ class _StatusHandler(http.server.BaseHTTPRequestHandler):
     """Answers GET with the server's current status code (a health URL's contract)."""
 
     def do_GET(self) -> None:
+        self.server.hits += 1  # type: ignore[attr-defined]
         self.send_response(self.server.status)  # type: ignore[attr-defined]
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -641,6 +649,7 @@ class _StatusHandler(http.server.BaseHTTPRequestHandler):
 def status_server(status: int) -> Iterator[http.server.HTTPServer]:
     server = http.server.HTTPServer(("127.0.0.1", 0), _StatusHandler)
     server.status = status  # type: ignore[attr-defined]
+    server.hits = 0  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -755,3 +764,155 @@ def test_no_agent_worker_running_answers_the_fallback(tmp_path, livekit_server, 
             ep.stop()
     finally:
         worker.stop()
+
+
+# --- several SIP targets -------------------------------------------------------------------------
+
+MULTI_ROUTING = """
+auth: {token: "${CXML_TEST_TOKEN}"}
+telephony: telephony.yml
+health:
+  interval: 500ms
+  timeout: 500ms
+routes:
+  - name: support
+    type: sip
+    trunk: cloudonix-in
+    transport: tcp
+    targets:
+      - {host: 127.0.0.1, port: 5060, health: "http://127.0.0.1:{port_1}/"}
+      - {host: 127.0.0.1, port: 5062, health: "http://127.0.0.1:{port_2}/"}
+    fallback: {say: "Support is closed."}
+"""
+SIP_1, SIP_2 = "127.0.0.1:5060", "127.0.0.1:5062"
+INTERVAL = 0.5
+# What a probe round may take beyond the interval on a busy machine (threads,
+# the 503's round trip), and how often /health is read meanwhile.
+ROUND_SLACK = 0.75
+
+
+def multi_routing(port_1: int, port_2: int) -> str:
+    return MULTI_ROUTING.replace("{port_1}", str(port_1)).replace("{port_2}", str(port_2))
+
+
+def _targets_of(ep: Endpoint, count: int, to: str = "+12127773456") -> list[str]:
+    """The SIP target (HOST:PORT) of each of ``count`` calls in a row, read from
+    the <Sip> URI and checked against the call's log line."""
+    out = []
+    for _ in range(count):
+        root, line = _decision(ep, f"CA-turn-{next(_SIDS)}", to)
+        uri = root.find("Dial/Sip").text
+        assert uri.startswith(f"sip:{to}@") and uri.endswith(";transport=tcp"), uri
+        address = uri.split("@", 1)[1].split(";", 1)[0]
+        assert (line["decision"], line["reason"], line["target"]) == ("dial", "routed", address)
+        out.append(address)
+    return out
+
+
+def _components(ep: Endpoint) -> dict[str, dict]:
+    return json.loads(services.http_get(f"http://127.0.0.1:{ep.port}/health")[1])["components"]
+
+
+def _wait_health(ep: Endpoint, target: str, healthy: bool) -> float:
+    """Seconds until the endpoint's /health reports ``target``'s probe as ``healthy``."""
+    started, key = time.monotonic(), f"livekit_sip:{target}"
+    while _components(ep).get(key, {}).get("healthy") is not healthy:
+        assert time.monotonic() - started < 10, f"{key} never became healthy={healthy}"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_calls_alternate_between_two_healthy_sip_targets(tmp_path):
+    with status_server(200) as node_1, status_server(200) as node_2:
+        ep = start_endpoint(tmp_path, multi_routing(node_1.server_port, node_2.server_port))
+        try:
+            targets = _targets_of(ep, 6)
+            assert sorted(targets) == [SIP_1] * 3 + [SIP_2] * 3
+            assert all(a != b for a, b in itertools.pairwise(targets)), targets
+            # the trunk's second number is the same route: it takes its turns too
+            assert sorted(_targets_of(ep, 2, to="+12127773457")) == [SIP_1, SIP_2]
+            components = _components(ep)
+            assert components[f"livekit_sip:{SIP_1}"]["healthy"] is True
+            assert components[f"livekit_sip:{SIP_2}"]["healthy"] is True
+            assert node_1.hits >= 1 and node_2.hits >= 1  # type: ignore[attr-defined]
+        finally:
+            ep.stop()
+
+
+def test_a_target_answering_503_gets_no_call_from_the_next_probe_on(tmp_path):
+    with status_server(200) as node_1, status_server(200) as node_2:
+        ep = start_endpoint(tmp_path, multi_routing(node_1.server_port, node_2.server_port))
+        try:
+            assert sorted(_targets_of(ep, 2)) == [SIP_1, SIP_2]
+            node_2.status = 503  # type: ignore[attr-defined]
+            noticed = _wait_health(ep, SIP_2, healthy=False)
+            assert noticed < INTERVAL + ROUND_SLACK, f"noticed after {noticed:.2f} s"
+            assert _components(ep)[f"livekit_sip:{SIP_2}"]["detail"] == "HTTP 503"
+            assert _targets_of(ep, 6) == [SIP_1] * 6
+            node_2.status = 200  # type: ignore[attr-defined]
+            _wait_health(ep, SIP_2, healthy=True)
+            assert sorted(_targets_of(ep, 4)) == [SIP_1, SIP_1, SIP_2, SIP_2]
+        finally:
+            ep.stop()
+
+
+def test_a_closed_health_port_then_both_targets_down_answer_the_fallback(tmp_path):
+    with status_server(200) as node_1:
+        with status_server(200) as node_2:
+            ep = start_endpoint(tmp_path, multi_routing(node_1.server_port, node_2.server_port))
+        try:
+            # node_2's server is shut and its port closed: connection refused
+            noticed = _wait_health(ep, SIP_2, healthy=False)
+            assert noticed < INTERVAL + ROUND_SLACK, f"noticed after {noticed:.2f} s"
+            assert _targets_of(ep, 4) == [SIP_1] * 4
+            node_1.status = 503  # type: ignore[attr-defined]
+            _wait_health(ep, SIP_1, healthy=False)
+            for _ in range(3):
+                root, line = _decision(ep, f"CA-all-down-{next(_SIDS)}")
+                assert (line["decision"], line["reason"]) == ("fallback", "livekit-sip-unhealthy")
+                assert "target" not in line
+                assert [(e.tag, e.text) for e in root] == [
+                    ("Say", "Support is closed."),
+                    ("Hangup", None),
+                ]
+            node_1.status = 200  # type: ignore[attr-defined]
+            _wait_health(ep, SIP_1, healthy=True)
+            assert _targets_of(ep, 2) == [SIP_1] * 2
+        finally:
+            ep.stop()
+
+
+def test_sighup_from_one_sip_host_to_two_targets_probes_the_new_ones(tmp_path):
+    single = multi_routing(0, 0).split("    targets:")[0] + (
+        '    host: 127.0.0.1\n    port: 5060\n    fallback: {say: "Support is closed."}\n'
+    )
+    with status_server(200) as node_1, status_server(503) as node_2:
+        ep = start_endpoint(tmp_path, single)
+        try:
+            assert _targets_of(ep, 3) == [SIP_1] * 3  # one host: always it
+            assert _components(ep) == {}  # and nothing to probe
+            ep.config.write_text(multi_routing(node_1.server_port, node_2.server_port))
+            ep.proc.send_signal(signal.SIGHUP)
+            assert _wait_reload(ep, 1)["result"] == "ok"
+            _wait_health(ep, SIP_2, healthy=False)
+            assert _targets_of(ep, 4) == [SIP_1] * 4
+            node_2.status = 200  # type: ignore[attr-defined]
+            _wait_health(ep, SIP_2, healthy=True)
+            targets = _targets_of(ep, 4)
+            assert sorted(targets) == [SIP_1, SIP_1, SIP_2, SIP_2]
+            assert all(a != b for a, b in itertools.pairwise(targets)), targets
+        finally:
+            ep.stop()
+
+
+def test_a_health_url_two_targets_share_is_probed_once_per_round():
+    with status_server(200) as node:
+        url = f"http://127.0.0.1:{node.server_port}/"
+        keys = ("livekit_sip:127.0.0.1:5060", "livekit_sip:127.0.0.1:5062")
+        targets = HealthTargets(sip_nodes=tuple((key, url) for key in keys))
+        monitor = HealthMonitor(lambda: targets)
+        asyncio.run(monitor.check_once())
+        assert (node.hits, set(monitor.probes), monitor.unhealthy) == (1, set(keys), frozenset())  # type: ignore[attr-defined]
+        node.status = 503  # type: ignore[attr-defined]
+        asyncio.run(monitor.check_once())
+        assert (node.hits, monitor.unhealthy) == (2, frozenset(keys))  # type: ignore[attr-defined]

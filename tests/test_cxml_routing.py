@@ -5,6 +5,7 @@ CXML Cloudonix expects, and caller-controlled values can't break the document.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,9 @@ ENV = {
     "SIP_PASSWORD": "sip-secret",
 }
 CALLER = "+442079460000"
+# The trunkline under test in subprocesses too: a PYTHONPATH (a worktree's
+# scripts/) comes before the venv's own install.
+PYTHON_ENV = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
 
 
 def _parse(document: str | bytes) -> ET.Element:
@@ -310,6 +314,186 @@ def test_play_fallback_plays_then_hangs_up(example):
     ]
 
 
+# --- several SIP targets ------------------------------------------------------------------
+
+MULTI = """
+auth: {token: "${TOKEN}"}
+telephony: telephony.yml
+health:
+  livekit_sip: http://127.0.0.1:9/
+  agents: {support-agent: "http://127.0.0.1:9/"}
+routes:
+  - name: support
+    type: sip
+    trunk: cloudonix-in
+    port: 5070
+    transport: tcp
+    targets:
+      - {host: 192.0.2.21, health: "http://127.0.0.1:8021/"}
+      - {host: 192.0.2.22, port: 5080, transport: tls, health: "http://127.0.0.1:8022/"}
+    agent: support-agent
+  - name: reception
+    type: sip
+    numbers: ["+12125550103"]
+    targets:
+      - {host: 192.0.2.22, port: 5080, transport: tls, health: "http://127.0.0.1:8022/"}
+      - {host: "2001:db8::23", health: "http://127.0.0.1:8023/"}
+  - name: sales
+    type: service
+    provider: livekit-lab
+    numbers: ["+12125550102"]
+"""
+NODE_1, NODE_2 = "livekit_sip:192.0.2.21:5070", "livekit_sip:192.0.2.22:5080"
+NODE_3 = "livekit_sip:[2001:db8::23]:5060"
+
+
+def _sip_uri(decision: rt.Decision) -> str:
+    return _tree(decision.verbs).find("Dial/Sip").text
+
+
+def test_targets_inherit_the_routes_port_and_transport_and_each_has_its_health(tmp_path):
+    routing = _routing(tmp_path, MULTI)
+    support, reception, _sales = routing.routes
+    assert support.host == ""  # written with targets: no single host
+    assert [(t.host, t.port, t.transport, t.health) for t in support.targets] == [
+        ("192.0.2.21", 5070, "tcp", "http://127.0.0.1:8021/"),
+        ("192.0.2.22", 5080, "tls", "http://127.0.0.1:8022/"),
+    ]
+    assert [t.address for t in reception.targets] == ["192.0.2.22:5080", "[2001:db8::23]:5060"]
+    assert routing.health.urls() == {
+        "livekit_sip": "http://127.0.0.1:9/",
+        "agent:support-agent": "http://127.0.0.1:9/",
+        NODE_1: "http://127.0.0.1:8021/",
+        NODE_2: "http://127.0.0.1:8022/",  # shared by two routes: probed under one key
+        NODE_3: "http://127.0.0.1:8023/",
+    }
+    assert routing.warnings == ()
+
+
+def test_a_host_route_is_one_target_judged_by_health_livekit_sip(tmp_path):
+    route = _routing(tmp_path, BASIC).routes[0]
+    assert route.targets == (rt.SipNode("192.0.2.10", 5070, "tls"),)
+    assert route.targets[0].health_key == rt.SIP_HEALTH
+
+
+def test_calls_take_turns_among_the_targets(tmp_path):
+    routing, turns = _routing(tmp_path, MULTI), rt.RoundRobin()
+    decisions = [rt.decide(routing, {"To": "+12127773456"}, frozenset(), turns) for _ in range(4)]
+    assert [d.target for d in decisions] == ["192.0.2.21:5070", "192.0.2.22:5080"] * 2
+    assert [_sip_uri(d) for d in decisions[:2]] == [
+        "sip:+12127773456@192.0.2.21:5070;transport=tcp",
+        "sip:+12127773456@192.0.2.22:5080;transport=tls",
+    ]
+
+
+def test_each_route_takes_its_own_turns(tmp_path):
+    """Calls to two routes interleaved: each still alternates over its own targets."""
+    routing, turns = _routing(tmp_path, MULTI), rt.RoundRobin()
+    seen: dict[str, list[str]] = {"+12127773456": [], "+12125550103": []}
+    for _ in range(3):
+        for to, targets in seen.items():
+            targets.append(rt.decide(routing, {"To": to}, frozenset(), turns).target)
+    assert seen == {
+        "+12127773456": ["192.0.2.21:5070", "192.0.2.22:5080", "192.0.2.21:5070"],
+        "+12125550103": ["192.0.2.22:5080", "[2001:db8::23]:5060", "192.0.2.22:5080"],
+    }
+
+
+def test_an_unhealthy_target_is_skipped_and_none_up_is_the_fallback(tmp_path):
+    routing, turns = _routing(tmp_path, MULTI), rt.RoundRobin()
+    params = {"To": "+12127773456"}
+    down_2 = frozenset({NODE_2})
+    assert {rt.decide(routing, params, down_2, turns).target for _ in range(5)} == {
+        "192.0.2.21:5070"
+    }
+    # a node two routes share is down for both
+    assert {rt.decide(routing, {"To": "+12125550103"}, down_2, turns).target for _ in range(3)} == {
+        "[2001:db8::23]:5060"
+    }
+    decision = rt.decide(routing, params, frozenset({NODE_1, NODE_2}), turns)
+    assert (decision.outcome, decision.reason, decision.target) == (
+        "fallback",
+        "livekit-sip-unhealthy",
+        "",
+    )
+    assert [e.tag for e in _tree(decision.verbs)] == ["Say", "Hangup"]
+
+
+def test_targets_with_their_own_health_ignore_health_livekit_sip(tmp_path):
+    """health.livekit_sip is the one SIP service of host: routes (and service
+    routes); a route whose targets each have a health URL is judged by those."""
+    routing = _routing(tmp_path, MULTI)
+    down = frozenset({rt.SIP_HEALTH})
+    assert rt.decide(routing, {"To": "+12127773456"}, down).outcome == "dial"
+    assert rt.decide(routing, {"To": "+12125550102"}, down).reason == "livekit-sip-unhealthy"
+
+
+def test_without_turns_the_first_healthy_target_is_dialed(tmp_path):
+    routing = _routing(tmp_path, MULTI)
+    params = {"To": "+12127773456"}
+    assert [rt.decide(routing, params, frozenset()).target for _ in range(3)] == [
+        "192.0.2.21:5070"
+    ] * 3
+    assert rt.decide(routing, params, frozenset({NODE_1})).target == "192.0.2.22:5080"
+
+
+def test_agent_down_falls_back_even_with_healthy_targets(tmp_path):
+    decision = rt.decide(
+        _routing(tmp_path, MULTI), {"To": "+12127773456"}, frozenset({"agent:support-agent"})
+    )
+    assert (decision.outcome, decision.reason, decision.target) == (
+        "fallback",
+        "agent-unhealthy",
+        "",
+    )
+
+
+def test_a_target_without_health_is_judged_by_livekit_sip_and_warned_about(tmp_path):
+    routing = _routing(
+        tmp_path,
+        'auth: {token: "${TOKEN}"}\nhealth: {livekit_sip: "http://127.0.0.1:9/"}\n'
+        "routes: [{name: a, type: sip, numbers: ['+12125550101'], targets: "
+        "[{host: 192.0.2.1, health: 'http://127.0.0.1:8001/'}, {host: 192.0.2.2}]}]\n",
+    )
+    [warning] = routing.warnings
+    assert warning.path == "routes[a].targets[1].health"
+    assert "takes its turn even when it is down" in warning.message
+    params, turns = {"To": "+12125550101"}, rt.RoundRobin()
+    up = {rt.decide(routing, params, frozenset({rt.SIP_HEALTH}), turns).target for _ in range(4)}
+    assert up == {"192.0.2.1:5060"}
+    both = frozenset({rt.SIP_HEALTH, "livekit_sip:192.0.2.1:5060"})
+    assert rt.decide(routing, params, both, turns).outcome == "fallback"
+
+
+def test_trunk_credentials_go_to_every_target(tmp_path):
+    telephony = yaml.safe_load((ROOT / "templates/telephony.yml").read_text())
+    telephony["inbound_trunks"][0]["auth"] = {"username": "lk", "password": "${SIP_PASSWORD}"}
+    (tmp_path / "telephony.yml").write_text(yaml.safe_dump(telephony))
+    (tmp_path / "cxml.yml").write_text(MULTI)
+    routing, turns = rt.load(tmp_path / "cxml.yml", ENV), rt.RoundRobin()
+    assert routing.routes[0].numbers == ("+12127773456", "+12127773457")
+    for _ in range(2):
+        sip = _tree(rt.decide(routing, {"To": "+12127773457"}, frozenset(), turns).verbs)
+        assert sip.find("Dial/Sip").attrib == {"username": "lk", "password": "sip-secret"}
+
+
+def test_staging_example_routes_calls_over_both_sip_hosts():
+    """inventories/staging's cxml_endpoint_routing, as the endpoint loads it."""
+    group_vars = ROOT / "inventories/staging/group_vars/cxml/cxml_endpoint.yml"
+    table = yaml.safe_load(group_vars.read_text())["cxml_endpoint_routing"]
+    routing = rt.parse(table, str(group_vars), {"CXML_AUTH_TOKEN": "t" * 16})
+    [support] = routing.routes
+    assert len(support.targets) == 2 and all(t.health for t in support.targets)
+    assert {t.health for t in support.targets} == {
+        "http://10.20.0.21:8080/",
+        "http://10.20.0.22:8080/",
+    }
+    turns = rt.RoundRobin()
+    chosen = {rt.decide(routing, {"To": "+12127773456"}, frozenset(), turns).target for _ in "ab"}
+    assert chosen == {t.address for t in support.targets}
+    assert routing.warnings == ()
+
+
 # --- hostile values -----------------------------------------------------------------------
 
 HOSTILE_NAMES = [
@@ -348,7 +532,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "trunkline.cxml", *args],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **ENV, **(env or {})},
+        env={"PATH": "/usr/bin:/bin", **PYTHON_ENV, **ENV, **(env or {})},
         timeout=60,
     )
 
@@ -399,13 +583,76 @@ def test_check_validates_as_serve_loads_and_names_every_problem(tmp_path):
     assert f"error: {bad}: routes[x].host: is required" in out.stderr
 
 
+def _multi_file(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
+    (tmp_path / "cxml.yml").write_text(MULTI)
+    return tmp_path / "cxml.yml"
+
+
+def test_check_shows_the_sip_targets_in_text_and_json(tmp_path):
+    config = str(_multi_file(tmp_path))
+    out = _cli("check", "--config", config)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"ok: {config}: 3 routes, 4 numbers",
+        "  routes[support].targets[0]: 192.0.2.21:5070 tcp, health http://127.0.0.1:8021/",
+        "  routes[support].targets[1]: 192.0.2.22:5080 tls, health http://127.0.0.1:8022/",
+        "  routes[reception].targets[0]: 192.0.2.22:5080 tls, health http://127.0.0.1:8022/",
+        "  routes[reception].targets[1]: [2001:db8::23]:5060 udp, health http://127.0.0.1:8023/",
+    ]
+    out = _cli("check", "--config", config, "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    support, _reception, sales = result["routes"]
+    assert support["targets"][1] == {
+        "host": "192.0.2.22",
+        "port": 5080,
+        "transport": "tls",
+        "address": "192.0.2.22:5080",
+        "health": "http://127.0.0.1:8022/",
+        "health_key": NODE_2,
+    }
+    assert (support["trunk"], sales["targets"], result["numbers"]) == ("cloudonix-in", [], 4)
+
+
+def test_check_json_shows_a_host_route_as_its_one_target(tmp_path):
+    shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
+    (tmp_path / "cxml.yml").write_text(BASIC)
+    out = _cli("check", "--config", str(tmp_path / "cxml.yml"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["routes"][0]["targets"] == [
+        {
+            "host": "192.0.2.10",
+            "port": 5070,
+            "transport": "tls",
+            "address": "192.0.2.10:5070",
+            "health": "http://127.0.0.1:9/",
+            "health_key": "livekit_sip",
+        }
+    ]
+
+
+def test_render_names_the_target_it_dials(tmp_path):
+    config = str(_multi_file(tmp_path))
+    out = _cli("render", "--config", config, "--to", "+12127773456", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["target"] == "192.0.2.21:5070"
+    assert [t["address"] for t in result["targets"]] == ["192.0.2.21:5070", "192.0.2.22:5080"]
+    assert _parse(result["cxml"]).find("Dial/Sip").text.endswith("@192.0.2.21:5070;transport=tcp")
+    out = _cli("render", "--config", config, "--to", "+12127773456")
+    assert out.returncode == 0, out.stderr
+    assert "target: 192.0.2.21:5070 (targets: 192.0.2.21:5070, 192.0.2.22:5080)" in out.stderr
+    assert _parse(out.stdout).find("Dial/Sip") is not None
+
+
 def test_check_assume_set_stands_in_for_secrets_but_not_for_unknown_names(tmp_path):
     """Ansible validates on the target where the secrets are not: the names the
     environment file will hold are taken as set; any other reference still fails."""
     shutil.copy(ROOT / "templates/telephony.yml", tmp_path / "telephony.yml")
     shutil.copy(ROOT / "templates/cxml.yml", tmp_path / "cxml.yml")
     names = ["CXML_AUTH_TOKEN", "CLOUDONIX_OUTBOUND_PASSWORD"]
-    empty = {"PATH": "/usr/bin:/bin"}
+    empty = {"PATH": "/usr/bin:/bin", **PYTHON_ENV}
     config = str(tmp_path / "cxml.yml")
     out = subprocess.run(
         [sys.executable, "-m", "trunkline.cxml", "check", "--config", config,

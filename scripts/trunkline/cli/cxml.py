@@ -14,7 +14,14 @@ import re
 import sys
 from typing import Any
 
-from trunkline.cli.common import EXIT_OK, EXIT_USAGE, needs_action, print_json, print_problems
+from trunkline.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    needs_action,
+    print_json,
+    print_problems,
+    problems_json,
+)
 from trunkline.config import environment, load_yaml
 from trunkline.cxml import routing as rt
 from trunkline.cxml.health import HealthMonitor
@@ -76,17 +83,71 @@ def _cmd_render(args: argparse.Namespace) -> int:
         unhealthy = _probe(routing) if args.check_health else frozenset()
         decision = rt.decide(routing, params, unhealthy)
     document = render(decision.verbs).decode()
+    route = routing.route_for(args.to)[1]
     if args.json:
         out: dict[str, Any] = {
             "route": decision.route or None,
             "decision": decision.outcome,
             "reason": decision.reason,
+            "target": decision.target or None,
+            "targets": _targets_json(routing, route) if route else [],
             "cxml": document,
         }
         print_json(out)
     else:
+        if args.dial_status is None and route is not None and len(route.targets) > 1:
+            chosen = decision.target or f"none ({decision.reason})"
+            others = ", ".join(t.address for t in route.targets)
+            print(f"target: {chosen} (targets: {others})", file=sys.stderr)
         print(document)
     return EXIT_OK
+
+
+def _targets_json(routing: rt.Routing, route: rt.Route) -> list[dict[str, Any]]:
+    """A route's SIP targets: where, and which health URL (component) judges each."""
+    urls = routing.health.urls()
+    return [
+        {
+            "host": node.host,
+            "port": node.port or None,
+            "transport": node.transport,
+            "address": node.address,
+            "health": urls.get(node.health_key),
+            "health_key": node.health_key if node.health_key in urls else None,
+        }
+        for node in route.targets
+    ]
+
+
+def _routes_json(routing: rt.Routing) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": route.name,
+            "type": route.type,
+            "numbers": list(route.numbers),
+            "trunk": route.trunk or None,
+            "provider": route.provider or None,
+            "agent": route.agent or None,
+            "targets": _targets_json(routing, route),
+        }
+        for route in routing.routes
+    ]
+
+
+def _target_lines(routing: rt.Routing) -> list[str]:
+    """One line per target of the routes written with ``targets:``; routes with
+    ``host:`` add none, so their output stays the one summary line."""
+    lines = []
+    for route in routing.routes:
+        if route.type != "sip" or route.host:
+            continue
+        for i, target in enumerate(_targets_json(routing, route)):
+            health = target["health"] or "none (always takes its turn)"
+            lines.append(
+                f"  routes[{route.name}].targets[{i}]: {target['address']} "
+                f"{target['transport']}, health {health}"
+            )
+    return lines
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -95,6 +156,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     env = environment()
     for name in args.assume_set:
         env.setdefault(name, "assumed-set")
+    out: dict[str, Any] = {"file": args.config or args.telephony}
+    details: list[str] = []
     try:
         if args.config:
             routing = CxmlApp(args.config, env, root_path=args.root_path).routing
@@ -102,15 +165,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 list(routing.warnings),
                 (f"{len(routing.routes)} routes, {len(routing.by_number)} numbers"),
             )
+            out.update(routes=_routes_json(routing), numbers=len(routing.by_number))
+            details = _target_lines(routing)
         else:
             parsed = telephony_model.parse(load_yaml(args.telephony), args.telephony, env)
             warnings = list(parsed.warnings)
             summary = f"{len(parsed.telephony.inbound_trunks)} inbound trunks"
+            out["inbound_trunks"] = [t.name for t in parsed.telephony.inbound_trunks]
     except ConfigError as exc:
         print_problems(exc.problems)
         return EXIT_USAGE
     print_problems(warnings, "warning")
+    if args.json:
+        print_json({**out, "warnings": problems_json(warnings)})
+        return EXIT_OK
     print(f"ok: {args.config or args.telephony}: {summary}")
+    for line in details:
+        print(line)
     return EXIT_OK
 
 
@@ -178,7 +249,8 @@ def register(subparsers: Any) -> None:
         help="validate a routing file (or a telephony file) as serve would load it",
         description=(
             "Load and validate a routing file with the loader serve uses (its telephony "
-            "file included), or a telephony file on its own, and print every problem. "
+            "file included), or a telephony file on its own, and print every problem; "
+            "then the SIP targets of routes that list several (targets:). "
             "${VAR} references are resolved from the environment; --assume-set takes "
             "the named variables as set, so a file can be checked where its secrets "
             "are not (Ansible's validate step)."
@@ -197,6 +269,9 @@ def register(subparsers: Any) -> None:
         help="environment variables to take as set (their values are not checked)",
     )
     p_check.add_argument("--root-path", type=_root_path, default="", help="as serve's")
+    p_check.add_argument(
+        "--json", action="store_true", help="print what was loaded: routes, numbers, SIP targets"
+    )
     p_check.set_defaults(func=_cmd_check)
 
     p_render = sub.add_parser(
@@ -205,7 +280,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Load the routing file and print the CXML a voice request (or, with "
             "--dial-status, a Dial callback) would get. Health is taken as good "
-            "unless --check-health probes it now."
+            "unless --check-health probes it now; of a route's several SIP targets, "
+            "the first healthy one is dialed (serve takes turns)."
         ),
         epilog="Exit codes: 0 printed, 2 invalid routing file.",
     )

@@ -7,7 +7,8 @@ shape (400/415). Only a request that passes all of them gets CXML; the
 decision itself is ``routing.decide``/``routing.dial_status``.
 
 Logs: one JSON line per voice request and per Dial callback (and per refused
-request) on stdout. Never the token, the Session or the caller's name.
+request) on stdout, naming the SIP target a dialed call went to (``target``).
+Never the token, the Session or the caller's name.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class CxmlApp:
         self._env = env
         self.routing = self._load()
         self.health = HealthMonitor(lambda: self.routing.health)
+        self.turns = rt.RoundRobin()  # which SIP target a route dials next
         self.loaded_at = time.time()
         self._tasks: set[asyncio.Task] = set()
         # The answer when something unexpected breaks: the caller still hears a goodbye.
@@ -192,7 +194,7 @@ class CxmlApp:
             if callback:
                 decision = rt.dial_status(routing, params)
             else:
-                decision = rt.decide(routing, params, self.health.unhealthy)
+                decision = rt.decide(routing, params, self.health.unhealthy, self.turns)
             body = render(decision.verbs)
         except Exception as exc:  # a bug must not leave the caller in silence
             entry.update(status=200, decision="error", reason=type(exc).__name__)
@@ -200,6 +202,8 @@ class CxmlApp:
         entry.update(
             status=200, route=decision.route, decision=decision.outcome, reason=decision.reason
         )
+        if decision.target:
+            entry["target"] = decision.target
         return 200, body
 
     def _health_body(self) -> bytes:

@@ -1,4 +1,4 @@
-"""Cached health of LiveKit SIP and the agents, polled in the background.
+"""Cached health of LiveKit SIP (each SIP target) and the agents, polled in the background.
 
 The request path must not wait on a health check: a call that rings costs a
 set lookup in ``HealthMonitor.unhealthy``, which a background task refreshes
@@ -58,13 +58,16 @@ class HealthMonitor:
         self._task: asyncio.Task | None = None
 
     async def check_once(self) -> None:
-        """Probe all URLs concurrently (in threads) and publish the result at once."""
+        """Probe all URLs concurrently (in threads) and publish the result at once.
+        A URL several components share (one node, two keys) is asked once."""
         targets = self._targets()
         urls = targets.urls()
+        distinct = list(dict.fromkeys(urls.values()))
         results = await asyncio.gather(
-            *(asyncio.to_thread(probe, url, targets.timeout) for url in urls.values())
+            *(asyncio.to_thread(probe, url, targets.timeout) for url in distinct)
         )
-        self.probes = dict(zip(urls, results, strict=True))
+        by_url = dict(zip(distinct, results, strict=True))
+        self.probes = {key: by_url[url] for key, url in urls.items()}
         self.unhealthy = frozenset(k for k, p in self.probes.items() if not p.healthy)
 
     async def _run(self) -> None:

@@ -9,6 +9,11 @@ to answer with, which ``render`` turns into CXML.
 Numbers are written once: a route may take the numbers of an inbound trunk of
 telephony.yml (``trunk: cloudonix-in``) and, for ``sip`` routes, that trunk's
 digest credentials, so the CXML sends exactly what LiveKit's trunk accepts.
+
+A ``sip`` route dials one livekit-sip (``host:``) or takes turns among several
+(``targets:``, each with its own health URL): ``decide`` picks the next one
+whose probe is good, round-robin (``RoundRobin`` counts the turns), and answers
+the route's fallback only when none is.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,7 @@ CONTEXT_PARAMS = (
 DONE_STATUSES = frozenset({"completed", "answered"})
 FAILED_STATUSES = frozenset({"busy", "no-answer", "failed", "canceled"})
 SIP_HEALTH = "livekit_sip"
+SIP_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}  # what a URI without a port means
 DEFAULT_FALLBACK_TEXT = "We cannot take your call right now. Please try again later."
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -132,6 +138,30 @@ DEFAULT_FALLBACK = Answer("say", DEFAULT_FALLBACK_TEXT)
 
 
 @dataclass(frozen=True)
+class SipNode:
+    """One livekit-sip a ``sip`` route dials. ``health`` is its own health URL:
+    its probe (component ``livekit_sip:HOST:PORT``) says whether it takes its
+    turn; without one, ``health.livekit_sip`` (the one SIP service) judges it."""
+
+    host: str  # a name, an IPv4 address, or an IPv6 address in brackets
+    port: int = 0  # 0: not written (the URI names none)
+    transport: str = "udp"
+    health: str = ""
+    address: str = field(init=False, compare=False, repr=False)  # HOST:PORT (default port)
+    health_key: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        address = f"{self.host}:{self.port or SIP_DEFAULT_PORTS.get(self.transport, 5060)}"
+        object.__setattr__(self, "address", address)
+        key = f"{SIP_HEALTH}:{address}" if self.health else SIP_HEALTH
+        object.__setattr__(self, "health_key", key)
+
+    def uri(self, number: str) -> str:
+        port = f":{self.port}" if self.port else ""
+        return f"sip:{number}@{self.host}{port};transport={self.transport}"
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     type: str
@@ -148,6 +178,13 @@ class Route:
     timeout: int = 30
     agent: str = ""
     trunk: str = ""
+    # sip: the livekit-sip nodes it dials in turn: the one of ``host:``, or those of
+    # ``targets:`` (host is then "", port and transport the targets' defaults).
+    targets: tuple[SipNode, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.type == "sip" and self.host and not self.targets:
+            object.__setattr__(self, "targets", (SipNode(self.host, self.port, self.transport),))
 
 
 @dataclass(frozen=True)
@@ -156,12 +193,14 @@ class HealthTargets:
     agents: tuple[tuple[str, str], ...] = ()
     interval: float = 2.0
     timeout: float = 1.0
+    sip_nodes: tuple[tuple[str, str], ...] = ()  # (livekit_sip:HOST:PORT, URL), from the routes
 
     def urls(self) -> dict[str, str]:
-        """Component key -> URL: ``livekit_sip`` and ``agent:NAME``."""
+        """Component key -> URL: ``livekit_sip``, ``livekit_sip:HOST:PORT`` and ``agent:NAME``."""
         out = {f"agent:{name}": url for name, url in self.agents}
         if self.livekit_sip:
             out[SIP_HEALTH] = self.livekit_sip
+        out.update(self.sip_nodes)
         return out
 
 
@@ -198,6 +237,21 @@ class Decision:
     reason: str  # why, for the log: routed, unknown-number, livekit-sip-unhealthy, ...
     route: str
     verbs: tuple[Verb, ...]
+    target: str = ""  # the SIP target dialed, HOST:PORT (sip routes)
+
+
+class RoundRobin:
+    """Whose turn it is: per route, how many calls it has dialed among more
+    than one healthy target. Plain counters, read and bumped on one event loop;
+    a reload keeps them (routes are counted by name)."""
+
+    def __init__(self) -> None:
+        self._turns: dict[str, int] = {}
+
+    def turn(self, route: str) -> int:
+        turn = self._turns.get(route, 0)
+        self._turns[route] = turn + 1
+        return turn
 
 
 # --- the decision --------------------------------------------------------------
@@ -222,20 +276,42 @@ def context_value(value: str) -> str:
     return _UNSAFE_CHARS.sub("", value).strip()[:CONTEXT_MAX]
 
 
-def decide(routing: Routing, params: Mapping[str, str], unhealthy: frozenset[str]) -> Decision:
-    """The answer to a voice request: dial the route, or its fallback when the
-    route's LiveKit SIP or agent is down, or the default for unknown numbers."""
+def decide(
+    routing: Routing,
+    params: Mapping[str, str],
+    unhealthy: frozenset[str],
+    turns: RoundRobin | None = None,
+) -> Decision:
+    """The answer to a voice request: dial the route (a sip route: its next
+    healthy target, round-robin by ``turns``; the first one without), or its
+    fallback when no SIP target or the route's agent is up, or the default for
+    unknown numbers."""
     number, route = routing.route_for(params.get("To", ""))
     if route is None:
         return Decision("default", "unknown-number", "", answer_verbs(routing.default, params))
-    if SIP_HEALTH in unhealthy:
+    up = healthy_targets(route, unhealthy)
+    sip_down = SIP_HEALTH in unhealthy if up is None else not up
+    if sip_down:
         reason = "livekit-sip-unhealthy"
     elif route.agent and f"agent:{route.agent}" in unhealthy:
         reason = "agent-unhealthy"
     else:
-        dial = dial_route(route, number, params, routing.action_url)
-        return Decision("dial", "routed", route.name, (dial,))
+        node = None
+        if up:
+            node = up[turns.turn(route.name) % len(up)] if turns and len(up) > 1 else up[0]
+        dial = dial_route(route, number, params, routing.action_url, node)
+        return Decision("dial", "routed", route.name, (dial,), node.address if node else "")
     return Decision("fallback", reason, route.name, answer_verbs(route.fallback, params, route))
+
+
+def healthy_targets(route: Route, unhealthy: frozenset[str]) -> tuple[SipNode, ...] | None:
+    """The route's SIP targets whose health is not known to be bad; None for a
+    service route (the provider's URI leads to the one LiveKit SIP)."""
+    if route.type != "sip":
+        return None
+    if not unhealthy:
+        return route.targets
+    return tuple(t for t in route.targets if t.health_key not in unhealthy)
 
 
 def dial_status(routing: Routing, params: Mapping[str, str]) -> Decision:
@@ -252,14 +328,20 @@ def dial_status(routing: Routing, params: Mapping[str, str]) -> Decision:
     return Decision("fallback", f"dial-{label}", route.name, verbs)
 
 
-def dial_route(route: Route, number: str, params: Mapping[str, str], action: str) -> Dial:
-    """The <Dial> that hands the call to LiveKit, carrying the call context."""
+def dial_route(
+    route: Route,
+    number: str,
+    params: Mapping[str, str],
+    action: str,
+    node: SipNode | None = None,
+) -> Dial:
+    """The <Dial> that hands the call to LiveKit (a sip route: to ``node``, by
+    default its first target), carrying the call context."""
     target: ServiceTarget | SipTarget
     if route.type == "service":
         target = ServiceTarget(route.provider, number)
     else:
-        port = f":{route.port}" if route.port else ""
-        uri = f"sip:{number}@{route.host}{port};transport={route.transport}"
+        uri = (node or route.targets[0]).uri(number)
         target = SipTarget(uri, route.username, route.password)
     headers = []
     for name, param in route.headers:
@@ -327,7 +409,10 @@ def parse(data: Any, file: str, env: Mapping[str, str], base: Path | None = None
     health = _health(top)
     default = _answer(top, "default", DEFAULT_ANSWER)
     fallback = _answer(top, "fallback", DEFAULT_FALLBACK)
-    routes, warnings = _routes(top, trunks, fallback, health)
+    sip_health: dict[str, tuple[str, str]] = {}  # livekit_sip:HOST:PORT -> (URL, route)
+    routes, warnings = _routes(top, trunks, fallback, health, sip_health)
+    nodes = tuple((key, url) for key, (url, _route) in sip_health.items())
+    health = replace(health, sip_nodes=nodes)
     top.done()
 
     by_number = _claim_numbers(file, routes, problems)
@@ -457,6 +542,7 @@ def _routes(
     trunks: dict[str, telephony_model.InboundTrunk] | None,
     fallback: Answer,
     health: HealthTargets,
+    sip_health: dict[str, tuple[str, str]],
 ) -> tuple[list[Route], list[Problem]]:
     routes: list[Route] = []
     warnings: list[Problem] = []
@@ -465,7 +551,7 @@ def _routes(
         label = value.get("name") if isinstance(value, dict) else None
         path = f"routes[{label if isinstance(label, str) and label else i}]"
         r = top.child(path, value, written[i] if i < len(written) else None)
-        route = _route(r, trunks, fallback, health, warnings)
+        route = _route(r, trunks, fallback, health, warnings, sip_health)
         if route is not None:
             routes.append(route)
     if not top.list("routes"):
@@ -482,6 +568,7 @@ def _route(
     fallback: Answer,
     health: HealthTargets,
     warnings: list[Problem],
+    sip_health: dict[str, tuple[str, str]],
 ) -> Route | None:
     name = r.str("name", required=True, pattern=NAME, what=NAME_HINT)
     kind = r.str("type")
@@ -494,9 +581,9 @@ def _route(
     if kind == "service":
         target = _service_fields(r, kind)
     elif kind == "sip":
-        target = _sip_fields(r, trunk)
+        target = _sip_fields(r, trunk, warnings, sip_health)
     else:  # the type's own fields cannot be judged without a type
-        r.skip("provider", "host", "port", "transport", "username", "password")
+        r.skip("provider", "host", "targets", "port", "transport", "username", "password")
         target = {}
     headers = _headers(r, trunk, warnings)
     agent = r.str("agent", pattern=NAME, what=NAME_HINT)
@@ -547,25 +634,29 @@ def _route_numbers(r: FieldReader, trunk: telephony_model.InboundTrunk | None) -
 
 
 def _service_fields(r: FieldReader, kind: str) -> dict[str, Any]:
-    for key in ("host", "port", "transport", "username", "password"):
+    for key in ("host", "targets", "port", "transport", "username", "password"):
         if key in r.data:
             r.get(key)
             r.fail(key, f"applies to sip routes only, not {kind}")
     return {"provider": r.str("provider", required=True, pattern=NAME, what=NAME_HINT)}
 
 
-def _sip_fields(r: FieldReader, trunk: telephony_model.InboundTrunk | None) -> dict[str, Any]:
+def _sip_fields(
+    r: FieldReader,
+    trunk: telephony_model.InboundTrunk | None,
+    warnings: list[Problem],
+    sip_health: dict[str, tuple[str, str]],
+) -> dict[str, Any]:
     if "provider" in r.data:
         r.get("provider")
         r.fail("provider", "applies to service routes only, not sip")
-    host = _sip_host(r)
-    port = r.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
-        r.fail("port", f"must be a port number, not {port!r}")
-        port = 0
-    elif port is not None and not 0 < port < 65536:
-        r.fail("port", f"{port} is not between 1 and 65535")
-        port = 0
+    port = _port(r)
+    transport = r.choice("transport", SIP_TRANSPORTS, "udp")
+    if "targets" in r.data:
+        host, targets = "", _sip_targets(r, port, transport, warnings, sip_health)
+    else:
+        host = _sip_host(r, "is required (or targets: the SIP targets to take turns among)")
+        targets = ()  # Route makes host its one target
     username = r.str("username")
     password = r.secret("password")
     if bool(username) != (r.data.get("password") not in (None, "")):
@@ -574,16 +665,105 @@ def _sip_fields(r: FieldReader, trunk: telephony_model.InboundTrunk | None) -> d
         username, password = trunk.auth.username, trunk.auth.password
     return {
         "host": host,
-        "port": port or 0,
-        "transport": r.choice("transport", SIP_TRANSPORTS, "udp"),
+        "port": port,
+        "transport": transport,
         "username": username,
         "password": password,
+        "targets": targets,
     }
 
 
-def _sip_host(r: FieldReader) -> str:
-    host = r.str("host", required=True)
+def _sip_targets(
+    r: FieldReader,
+    port: int,
+    transport: str,
+    warnings: list[Problem],
+    sip_health: dict[str, tuple[str, str]],
+) -> tuple[SipNode, ...]:
+    """``targets:``: livekit-sip nodes, each {host, port?, transport?, health?};
+    the route's port and transport are their defaults. ``sip_health`` collects
+    each node's health URL across routes, which must agree on it."""
+    if r.get("host") not in (None, ""):
+        r.fail("host", "give host (one SIP target) or targets (several), not both")
+    values = r.list("targets")
+    if not values:
+        r.fail("targets", "lists no target: give at least one {host: ...}, or host instead")
+    written = r.raw.get("targets") if isinstance(r.raw.get("targets"), list) else []
+    nodes: list[tuple[int, SipNode]] = []  # (index as written, node)
+    for i, value in enumerate(values):
+        if not isinstance(value, dict):
+            r.fail(f"targets[{i}]", f"must be a mapping {{host: ...}}, not {type(value).__name__}")
+            continue
+        t = r.child(f"targets[{i}]", value, written[i] if i < len(written) else None)
+        node = _sip_node(t, port, transport)
+        t.done()
+        if node is None:
+            continue
+        same = next((j for j, n in nodes if n.address == node.address), None)
+        if same is not None:
+            r.fail(f"targets[{i}]", f"{node.address} is already targets[{same}]")
+            continue
+        _claim_health(t, node, r.path, sip_health)
+        nodes.append((i, node))
+    if len(nodes) > 1:
+        _warn_unprobed(r, nodes, warnings)
+    return tuple(node for _i, node in nodes)
+
+
+def _warn_unprobed(
+    r: FieldReader, nodes: list[tuple[int, SipNode]], warnings: list[Problem]
+) -> None:
+    """Among several targets, one without a health URL is dialed in its turn, up or not."""
+    for i, node in nodes:
+        if not node.health:
+            message = (
+                f"{node.address} has no health URL of its own: it takes its turn "
+                "even when it is down (only health.livekit_sip, if set, judges it)"
+            )
+            warnings.append(Problem(r.file, f"{r.path}.targets[{i}].health", message))
+
+
+def _claim_health(
+    t: FieldReader, node: SipNode, route: str, sip_health: dict[str, tuple[str, str]]
+) -> None:
+    """Routes may share a SIP target; they must then agree on what says it is up."""
+    if not node.health:
+        return
+    url, where = sip_health.setdefault(node.health_key, (node.health, route))
+    if url != node.health:
+        t.fail("health", f"{node.address} has health URL {url!r} in {where}")
+
+
+def _sip_node(t: FieldReader, port: int, transport: str) -> SipNode | None:
+    host = _sip_host(t, "is required")
+    node_port = _port(t) or port
+    node_transport = t.choice("transport", SIP_TRANSPORTS, transport)
+    health = t.get("health")
+    url = _url(t, "health", health) if health is not None else ""
+    if not host or (health is not None and not url):
+        return None
+    return SipNode(host, node_port, node_transport, url)
+
+
+def _port(r: FieldReader) -> int:
+    """The ``port`` field: 1-65535, or 0 when not given (or wrong, once recorded)."""
+    port = r.get("port")
+    if port is None:
+        return 0
+    if isinstance(port, bool) or not isinstance(port, int):
+        r.fail("port", f"must be a port number, not {port!r}")
+        return 0
+    if not 0 < port < 65536:
+        r.fail("port", f"{port} is not between 1 and 65535")
+        return 0
+    return port
+
+
+def _sip_host(r: FieldReader, missing: str) -> str:
+    host = r.str("host")
     if not host:
+        if "host" not in r.data or r.data["host"] in (None, ""):
+            r.fail("host", missing)
         return ""
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
