@@ -54,9 +54,13 @@ def redis_sentinel_endpoint(
     return f"sentinel {master_name}@{','.join(at)}/{db}"
 
 
-def sentinel_problems(addresses: Any, master_name: str, who: str) -> list[str]:
+def sentinel_problems(
+    addresses: Any, master_name: str, who: str, password: Any = None, sentinels_auth: bool = False
+) -> list[str]:
     """What is wrong with a component's Sentinel settings (`who`: its variable
-    prefix), as messages; [] when they are usable or Sentinel is not used."""
+    prefix), as messages; [] when they are usable or Sentinel is not used.
+    `sentinels_auth`: the inventory's sentinels (redis role) require a password,
+    so an empty `password` is refused."""
     if not addresses:
         return []
     if isinstance(addresses, str) or not isinstance(addresses, Iterable):
@@ -76,6 +80,11 @@ def sentinel_problems(addresses: Any, master_name: str, who: str) -> list[str]:
         )
     if not str(master_name or "").strip():
         out.append(f"{who}_redis_sentinel_master_name must name the master the sentinels monitor")
+    if sentinels_auth and not password:
+        out.append(
+            f"{who}_redis_sentinel_password is empty, but the sentinels of the redis group "
+            "require one: set vault_redis_sentinel_password"
+        )
     return out
 
 
