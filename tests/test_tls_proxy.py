@@ -172,17 +172,19 @@ def caddy_adapt(caddyfile: str, tmp_path: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def livekit_proxy(config: dict, routes: tuple[str, ...] = ()) -> dict:
-    """The reverse_proxy handler of the site's catch-all `handle` (LiveKit): the
-    one not sending to a tls_proxy_routes upstream."""
+def livekit_proxies(config: dict, routes: tuple[str, ...] = ()) -> list[tuple[list, dict]]:
+    """The reverse_proxy handlers of the site's catch-all `handle` (LiveKit),
+    those not sending to a tls_proxy_routes upstream, in order, each with the
+    matchers of its route ([] = every request)."""
     found = []
 
     def walk(node):
         if isinstance(node, dict):
-            if node.get("handler") == "reverse_proxy" and not any(
-                u["dial"] in routes for u in node["upstreams"]
-            ):
-                found.append(node)
+            for handler in node.get("handle", []):
+                if handler.get("handler") == "reverse_proxy" and not any(
+                    u["dial"] in routes for u in handler["upstreams"]
+                ):
+                    found.append((node.get("match", []), handler))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -190,8 +192,7 @@ def livekit_proxy(config: dict, routes: tuple[str, ...] = ()) -> dict:
                 walk(value)
 
     walk(config)
-    assert len(found) == 1, found
-    return found[0]
+    return found
 
 
 @pytest.mark.parametrize(
@@ -206,13 +207,31 @@ def test_one_upstream_is_a_plain_reverse_proxy(tmp_path, extra, upstream):
     text = render(tmp_path, extra)
     assert "\t\treverse_proxy " + upstream + "\n\t}\n" in text
     assert "health_" not in text and "lb_" not in text
-    proxy = livekit_proxy(caddy_adapt(text, tmp_path))
+    [(match, proxy)] = livekit_proxies(caddy_adapt(text, tmp_path))
+    assert match == []
     assert proxy["upstreams"] == [{"dial": upstream}]
     assert "health_checks" not in proxy and "load_balancing" not in proxy
 
 
+SECOND = 1_000_000_000
+HEALTH = {
+    "active": {
+        "uri": "/",
+        "interval": 2 * SECOND,
+        "timeout": SECOND,
+        "expect_status": 200,
+        "expect_body": "^OK$",
+    },
+    "passive": {"fail_duration": 10 * SECOND, "max_fails": 1},
+}
+
+
 def test_two_upstreams_are_balanced_with_active_and_passive_health_checks(tmp_path):
+    """GET and HEAD (signalling) are retried on another node; other methods
+    (the API's POSTs) are not, since Debian's Caddy 2.6 cannot resend a body
+    (caddyserver/caddy#5454). Both handlers balance and check the same way."""
     text = render(tmp_path, {"tls_proxy_livekit_upstreams": TWO})
+    assert "\t\treverse_proxy @livekit_retry 10.20.0.10:7880 10.20.0.11:7880 {\n" in text
     assert "\t\treverse_proxy 10.20.0.10:7880 10.20.0.11:7880 {\n" in text
     for line in (
         "lb_policy least_conn", "lb_try_duration 5s", "lb_try_interval 250ms",
@@ -220,24 +239,17 @@ def test_two_upstreams_are_balanced_with_active_and_passive_health_checks(tmp_pa
         "health_timeout 1s", "health_status 200", 'health_body "^OK$"',
     ):  # fmt: skip
         assert f"\t\t\t{line}\n" in text, line
-    proxy = livekit_proxy(caddy_adapt(text, tmp_path))
-    assert proxy["upstreams"] == [{"dial": "10.20.0.10:7880"}, {"dial": "10.20.0.11:7880"}]
-    second = 1_000_000_000
-    assert proxy["load_balancing"] == {
+    (get_match, get), (rest_match, rest) = livekit_proxies(caddy_adapt(text, tmp_path))
+    assert get_match == [{"method": ["GET", "HEAD"]}] and rest_match == []
+    for proxy in (get, rest):
+        assert proxy["upstreams"] == [{"dial": "10.20.0.10:7880"}, {"dial": "10.20.0.11:7880"}]
+        assert proxy["health_checks"] == HEALTH
+    assert get["load_balancing"] == {
         "selection_policy": {"policy": "least_conn"},
-        "try_duration": 5 * second,
-        "try_interval": second // 4,
+        "try_duration": 5 * SECOND,
+        "try_interval": SECOND // 4,
     }
-    assert proxy["health_checks"] == {
-        "active": {
-            "uri": "/",
-            "interval": 2 * second,
-            "timeout": second,
-            "expect_status": 200,
-            "expect_body": "^OK$",
-        },
-        "passive": {"fail_duration": 10 * second, "max_fails": 1},
-    }
+    assert rest["load_balancing"] == {"selection_policy": {"policy": "least_conn"}}
 
 
 def test_health_check_settings_reach_caddy(tmp_path):
@@ -246,6 +258,8 @@ def test_health_check_settings_reach_caddy(tmp_path):
         {
             "tls_proxy_livekit_upstreams": [*TWO, "[2001:db8::12]:7880"],
             "tls_proxy_livekit_lb_policy": "round_robin",
+            "tls_proxy_livekit_lb_try_duration": "2s",
+            "tls_proxy_livekit_lb_try_interval": "100ms",
             "tls_proxy_livekit_health_path": "/?probe=caddy",
             "tls_proxy_livekit_health_interval": "500ms",
             "tls_proxy_livekit_health_timeout": "300ms",
@@ -255,17 +269,21 @@ def test_health_check_settings_reach_caddy(tmp_path):
         },
     )
     assert "health_body" not in text
-    proxy = livekit_proxy(caddy_adapt(text, tmp_path))
-    assert [u["dial"] for u in proxy["upstreams"]] == [*TWO, "[2001:db8::12]:7880"]
-    assert proxy["load_balancing"]["selection_policy"] == {"policy": "round_robin"}
-    active = proxy["health_checks"]["active"]
-    assert active == {
-        "uri": "/?probe=caddy",
-        "interval": 500_000_000,
-        "timeout": 300_000_000,
-        "expect_status": 204,
-    }
-    assert proxy["health_checks"]["passive"]["fail_duration"] == 60_000_000_000
+    (_, get), (_, rest) = livekit_proxies(caddy_adapt(text, tmp_path))
+    assert get["load_balancing"]["try_duration"] == 2 * SECOND
+    assert get["load_balancing"]["try_interval"] == SECOND // 10
+    for proxy in (get, rest):
+        assert [u["dial"] for u in proxy["upstreams"]] == [*TWO, "[2001:db8::12]:7880"]
+        assert proxy["load_balancing"]["selection_policy"] == {"policy": "round_robin"}
+        assert proxy["health_checks"] == {
+            "active": {
+                "uri": "/?probe=caddy",
+                "interval": 500_000_000,
+                "timeout": 300_000_000,
+                "expect_status": 204,
+            },
+            "passive": {"fail_duration": 60 * SECOND, "max_fails": 1},
+        }
 
 
 def test_staging_front_end_balances_its_two_livekit_nodes(tmp_path):
@@ -277,6 +295,8 @@ def test_staging_front_end_balances_its_two_livekit_nodes(tmp_path):
     )
     assert staging["tls_proxy_livekit_upstreams"] == TWO
     routes = tuple(r["upstream"] for r in staging["tls_proxy_routes"])
-    proxy = livekit_proxy(caddy_adapt(render(tmp_path, staging), tmp_path), routes)
-    assert [u["dial"] for u in proxy["upstreams"]] == TWO
-    assert "active" in proxy["health_checks"]
+    proxies = livekit_proxies(caddy_adapt(render(tmp_path, staging), tmp_path), routes)
+    assert len(proxies) == 2
+    for _, proxy in proxies:
+        assert [u["dial"] for u in proxy["upstreams"]] == TWO
+        assert proxy["health_checks"] == HEALTH
