@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make testbed: everything the tests and the lab stand on, idempotent and
 # cached. Each step prints its duration.
-#   1. host packages (Debian's docker.io, debootstrap, sipp, redis, build deps)
+#   1. host packages (Debian's docker.io, debootstrap, sipp, redis, caddy, build deps)
 #   2. a running Docker engine
 #   3. systemd base images trunkline/debian:12 and :13 (debootstrap + import)
 #   4. LiveKit programs built from their Go modules into the artifact cache,
@@ -32,6 +32,7 @@ step() { # step NAME FUNCTION
 HOST_PACKAGES=(
   docker.io debootstrap            # engine; base images without a registry
   sip-tester redis-server          # real SIP peer (sipp) and Redis for the smoke tests
+  caddy                            # the tls_proxy tests run Debian's Caddy (the one the role installs)
   espeak-ng sox                    # speech for test calls (caller side and the example agent)
   ffmpeg                           # ffprobe/volumedetect: length and loudness of Egress recordings
   pkg-config libopus-dev libopusfile-dev libsoxr-dev   # livekit-sip is cgo
@@ -49,6 +50,11 @@ host_packages() {
   echo "  installing: ${missing[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's caddy starts caddy.service (:80, admin on :2019) where systemd
+  # runs; the tests start their own Caddy, so the build host serves nothing.
+  if [[ " ${missing[*]} " == *" caddy "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now caddy.service >/dev/null 2>&1 || true
+  fi
 }
 
 # The Go toolchain for the LiveKit builds. The modules declare go 1.26; an

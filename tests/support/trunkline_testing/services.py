@@ -300,16 +300,19 @@ def start_redis_sentinel(workdir: Path, master_name: str = "trunkline") -> Redis
     return rs
 
 
-def start_livekit_server(workdir: Path, redis: Service, ports: int = 100) -> Service:
+def start_livekit_server(
+    workdir: Path, redis: Service, ports: int = 100, api_secret: str | None = None
+) -> Service:
     """livekit-server on loopback + the test address; ``ports`` UDP ports for WebRTC
-    (each participant takes several: a load test needs thousands)."""
+    (each participant takes several: a load test needs thousands). Nodes of one
+    cluster (one Redis) share ``api_secret``: a token must hold on every node."""
     version = VERSIONS["LIVEKIT_SERVER_VERSION"]
     binary = extract(
         ARTIFACTS / f"livekit_{version}_linux_amd64.tar.gz", workdir / "server", "livekit-server"
     )
     port, tcp_port = free_port(), free_port()
     udp_start = 51000 + (os.getpid() % 4000) if ports <= 100 else 40000
-    api_key, api_secret = "trunkline-test", secrets.token_urlsafe(36)
+    api_key, api_secret = "trunkline-test", api_secret or secrets.token_urlsafe(36)
     config = {
         "port": port,
         "bind_addresses": sorted({"127.0.0.1", MEDIA_IP}),
@@ -339,8 +342,42 @@ def start_livekit_server(workdir: Path, redis: Service, ports: int = 100) -> Ser
         api_secret=api_secret,
         binary=binary,
         port=port,
+        config=path,
+        workdir=workdir,
     )
     wait_for(lambda: http_get(url + "/")[0] == 200, 30, "livekit-server", svc.proc)
+    return svc
+
+
+def restart_livekit_server(old: Service, name: str = "livekit-server-2") -> Service:
+    """A stopped livekit-server started again: same binary, config and port
+    (the log goes to ``name``.log)."""
+    info = old.info
+    svc = _spawn(name, [str(info["binary"]), "--config", str(info["config"])], info["workdir"])
+    svc.info.update(info)
+    wait_for(lambda: http_get(info["url"] + "/")[0] == 200, 30, "livekit-server", svc.proc)
+    return svc
+
+
+def start_caddy(workdir: Path, caddyfile: str, https_port: int) -> Service:
+    """Debian's caddy running ``caddyfile`` (the tls_proxy role's template,
+    rendered for a site on 127.0.0.1 with ``tls internal``), its data (the
+    internal CA: info["root"]) under ``workdir``. The admin API moves from
+    localhost:2019 to a free port, so no other Caddy on this machine is met."""
+    caddy = shutil.which("caddy") or "/usr/bin/caddy"
+    admin = free_port()
+    text = caddyfile.replace("admin localhost:2019", f"admin localhost:{admin}")
+    assert f"admin localhost:{admin}" in text, "the Caddyfile no longer sets admin localhost:2019"
+    path = workdir / "Caddyfile"
+    path.write_text(text)
+    env = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"),
+           "XDG_CONFIG_HOME": str(workdir / "config")}  # fmt: skip
+    svc = _spawn("caddy", [caddy, "run", "--adapter", "caddyfile", "--config", str(path)],
+                 workdir, env)  # fmt: skip
+    root = workdir / "data/caddy/pki/authorities/local/root.crt"
+    svc.info.update(admin=f"http://localhost:{admin}", root=root,
+                    url=f"https://127.0.0.1:{https_port}")  # fmt: skip
+    wait_for(root.exists, 30, "caddy's internal CA", svc.proc)
     return svc
 
 
