@@ -14,7 +14,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Scenarios in the order they run; each is named by what it proves.
-SCENARIOS ?= redis artifacts preflight default cxml sip_container egress e2e
+SCENARIOS ?= redis artifacts preflight default cxml sip_container egress e2e cluster
 
 .PHONY: help venv testbed lint docs collection test pytest molecule lab lab-down clean
 

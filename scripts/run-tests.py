@@ -41,11 +41,11 @@ LOGS = RESULTS / "logs"
 WEIGHT = {
     "pytest-calls": 200, "pytest": 120, "sanity": 50, "lint": 45, "redis": 60, "artifacts": 80,
     "preflight": 220, "default": 400, "cxml": 300, "sip_container": 380, "egress": 450,
-    "e2e": 550,
+    "e2e": 550, "cluster": 600,
 }  # fmt: skip
 # The scenarios whose verifiers place calls and measure them: their tests
 # marked `calls` (molecule/conftest.py) run alone, the others in a lane.
-EXCLUSIVE_VERIFY = {"e2e", "egress"}
+EXCLUSIVE_VERIFY = {"e2e", "egress", "cluster"}
 # Below the calls' priority (nice(1)) when a light step runs beside them.
 LIGHT_NICE = ["nice", "-n", "15"]
 # The pytest files that run real livekit-sip, agents and calls, or time a Redis

@@ -48,6 +48,7 @@ RENDER = """
 
 GOOD = {"tls_proxy_domains": ["livekit.example.net"], "tls_proxy_acme_email": "ops@example.net"}
 TWO = ["10.20.0.10:7880", "10.20.0.11:7880"]
+STAGING_NODES = ["10.20.0.11:7880", "10.20.0.12:7880"]  # inventories/staging: lk-1, lk-2
 
 CASES = [
     ("empty", {"tls_proxy_livekit_upstreams": []}, "tls_proxy_livekit_upstreams must be a list"),
@@ -293,10 +294,10 @@ def test_staging_front_end_balances_its_two_livekit_nodes(tmp_path):
     staging = yaml.safe_load(
         (ROOT / "inventories/staging/group_vars/tls_proxy/tls_proxy.yml").read_text()
     )
-    assert staging["tls_proxy_livekit_upstreams"] == TWO
+    assert staging["tls_proxy_livekit_upstreams"] == STAGING_NODES
     routes = tuple(r["upstream"] for r in staging["tls_proxy_routes"])
     proxies = livekit_proxies(caddy_adapt(render(tmp_path, staging), tmp_path), routes)
     assert len(proxies) == 2
     for _, proxy in proxies:
-        assert [u["dial"] for u in proxy["upstreams"]] == TWO
+        assert [u["dial"] for u in proxy["upstreams"]] == STAGING_NODES
         assert proxy["health_checks"] == HEALTH
