@@ -27,6 +27,7 @@ import yaml
 from trunkline.cli import main
 
 from trunkline_testing import services
+from trunkline_testing.services import timed_wait
 
 TELEPHONY = {
     "inbound_trunks": [
@@ -84,13 +85,6 @@ def _write(tmp_path: Path, data: dict, name: str) -> str:
     return str(path)
 
 
-def _until(predicate, timeout: float, what: str) -> float:
-    """services.wait_for, timed: the seconds until ``predicate`` held."""
-    t0 = time.monotonic()
-    services.wait_for(predicate, timeout, what)
-    return time.monotonic() - t0
-
-
 def test_livekit_runs_on_sentinel_alone(stack):
     _, server, sip, work = stack
     for config in ("livekit.yaml", "sip.yaml"):
@@ -112,7 +106,7 @@ def test_a_master_failover_keeps_every_trunk_and_rule(stack, lk_env, tmp_path, c
     rs.nodes[master].proc.wait(timeout=5)
     t0 = time.monotonic()
 
-    promoted = _until(lambda: rs.master_port() == replica, 60, "Sentinel promoting the replica")
+    promoted = timed_wait(lambda: rs.master_port() == replica, 60, "Sentinel promoting the replica")
     assert rs.role(replica) == "master"
 
     after = _write(tmp_path, AFTER, "after.yml")
@@ -120,7 +114,7 @@ def test_a_master_failover_keeps_every_trunk_and_rule(stack, lk_env, tmp_path, c
     def writes() -> bool:
         return main(["telephony", "apply", after]) == 0
 
-    written = _until(writes, 60, "LiveKit taking a write after the failover") + promoted
+    written = timed_wait(writes, 60, "LiveKit taking a write after the failover") + promoted
     capsys.readouterr()
     # Everything applied before the kill and after it is there: nothing to change
     # (exit 2 would be changes pending; plan never counts the extra rule, it prunes
@@ -141,7 +135,9 @@ def test_the_old_master_comes_back_as_a_replica(stack, capsys):
     rs, _, _, _ = stack
     master, replica = rs.info["first_master"], rs.info["first_replica"]
     rs.restart(master)
-    took = _until(lambda: rs.role(master) == "slave", 60, "the old master rejoining as a replica")
+    took = timed_wait(
+        lambda: rs.role(master) == "slave", 60, "the old master rejoining as a replica"
+    )
     info = services.redis_cli(master, rs.info["password"], "INFO", "replication")
     assert f"master_port:{replica}" in info, info
     assert rs.master_port() == replica

@@ -567,13 +567,22 @@ class RoomWatch:
     agent_joined: float | None = None
     agent_attributes: dict[str, str] = field(default_factory=dict)
     room_empty_after_bye: float | None = None
+    api_errors: int = 0  # LiveKit API calls that failed and were retried
+
+
+# How long the room watch rides out a LiveKit API that fails (a Redis failover
+# makes it answer 500 for seconds) before it gives up; the call is measured on
+# the wire regardless.
+API_OUTAGE_S = 30.0
 
 
 async def watch_room(
     conn, caller: str, done: threading.Event, wire: Wire, room: str = ""
 ) -> RoomWatch:
     """Find the room holding our SIP participant (or watch ``room``); note the
-    agent; wait for the room to empty."""
+    agent; wait for the room to empty. API errors other than a refused login
+    are counted (``api_errors``) and ridden out for up to API_OUTAGE_S."""
+    import aiohttp
     from livekit import api
 
     from trunkline.livekit import LiveKit
@@ -581,39 +590,58 @@ async def watch_room(
     watch = RoomWatch(room=room)
     kinds = api.ParticipantInfo.Kind
     deadline = time.monotonic() + 120
+    failing_since: float | None = None
+
+    async def step() -> bool:
+        """One look at the room; True when the watch is over."""
+        if not watch.room:
+            for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
+                people = await lk.room.list_participants(
+                    api.ListParticipantsRequest(room=room.name)
+                )
+                for p in people.participants:
+                    if p.kind == kinds.SIP and p.attributes.get("sip.phoneNumber") == caller:
+                        watch.room, watch.sip_participant = room.name, p.identity
+        if watch.room:
+            try:
+                people = await lk.room.list_participants(
+                    api.ListParticipantsRequest(room=watch.room)
+                )
+            except api.TwirpError as exc:
+                if exc.code != "not_found":
+                    raise
+                people = api.ListParticipantsResponse()  # not created yet, or deleted
+            agents = [p for p in people.participants if p.kind == kinds.AGENT]
+            if agents:
+                a = agents[0]
+                watch.agent_identity = a.identity
+                if watch.agent_joined is None:
+                    joined_ms = getattr(a, "joined_at_ms", 0)
+                    watch.agent_joined = joined_ms / 1000 if joined_ms else time.time()
+                if not done.is_set():
+                    watch.agent_attributes = dict(a.attributes)
+            if done.is_set() and wire.bye_sent and not people.participants:
+                watch.room_empty_after_bye = time.time()
+                return True
+        return not watch.room and done.is_set()
+
     async with LiveKit(conn) as lk:
         while time.monotonic() < deadline:
-            if not watch.room:
-                for room in (await lk.room.list_rooms(api.ListRoomsRequest())).rooms:
-                    people = await lk.room.list_participants(
-                        api.ListParticipantsRequest(room=room.name)
-                    )
-                    for p in people.participants:
-                        if p.kind == kinds.SIP and p.attributes.get("sip.phoneNumber") == caller:
-                            watch.room, watch.sip_participant = room.name, p.identity
-            if watch.room:
-                try:
-                    people = await lk.room.list_participants(
-                        api.ListParticipantsRequest(room=watch.room)
-                    )
-                except api.TwirpError as exc:
-                    if exc.code != "not_found":
-                        raise
-                    people = api.ListParticipantsResponse()  # not created yet, or deleted
-                agents = [p for p in people.participants if p.kind == kinds.AGENT]
-                if agents:
-                    a = agents[0]
-                    watch.agent_identity = a.identity
-                    if watch.agent_joined is None:
-                        joined_ms = getattr(a, "joined_at_ms", 0)
-                        watch.agent_joined = joined_ms / 1000 if joined_ms else time.time()
-                    if not done.is_set():
-                        watch.agent_attributes = dict(a.attributes)
-                if done.is_set() and wire.bye_sent and not people.participants:
-                    watch.room_empty_after_bye = time.time()
+            try:
+                if await step():
                     return watch
-            elif done.is_set():
-                return watch
+                failing_since = None
+            except (TimeoutError, api.TwirpError, aiohttp.ClientError, OSError) as exc:
+                if isinstance(exc, api.TwirpError) and exc.code in (
+                    "unauthenticated", "permission_denied"
+                ):  # fmt: skip
+                    raise
+                watch.api_errors += 1
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > API_OUTAGE_S:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
             await asyncio.sleep(0.05)
     return watch
 
@@ -646,6 +674,7 @@ class ProbeResult:
     checks: dict[str, bool]
     ok: bool
     log: str = ""
+    api_errors: int = 0  # LiveKit API errors the room watch rode out
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -757,6 +786,7 @@ def call(
         room=watch.room,
         room_emptied_ms=elapsed_ms(watch.room_empty_after_bye, w.bye_sent),
         capture_drops=w.capture_drops,
+        api_errors=watch.api_errors,
         checks=checks,
         ok=all(checks.values()),
         log=(proc.stdout[-2000:] + errors[-2000:]) if proc.returncode else "",

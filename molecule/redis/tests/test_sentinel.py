@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -16,6 +15,7 @@ from redis_hosts import MASTER, REPLICA, SENTINEL_ONLY, SENTINELS, get_host
 from test_redis import PASSWORD, host_addr, redis_cli, resp_ping
 
 from conftest import _host_results, run_playbook, secret
+from trunkline_testing.services import timed_wait
 
 SENTINEL_PASSWORD = secret("redis_sentinel_password")
 NAME = "trunkline"  # redis_sentinel_master_name's default
@@ -37,17 +37,6 @@ def info(host, section="replication") -> dict[str, str]:
     return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
 
 
-def until(what, check, timeout: float):
-    """Poll check() every 0.2 s until it returns something true; (value, seconds)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        value = check()
-        if value:
-            return value, time.monotonic() - start
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def test_the_replica_follows_the_initial_master():
     master, replica = get_host(MASTER), get_host(REPLICA)
     assert info(master)["role"] == "master"
@@ -64,8 +53,8 @@ def test_a_write_on_the_master_reaches_the_replica_which_refuses_writes():
     master, replica = get_host(MASTER), get_host(REPLICA)
     key, value = f"trunkline-test-{uuid.uuid4().hex}", uuid.uuid4().hex
     assert redis_cli(master, "SET", key, value).stdout.strip() == "OK"
-    until("the key on the replica", lambda: redis_cli(replica, "GET", key).stdout.strip() == value,
-          10)  # fmt: skip
+    timed_wait(lambda: redis_cli(replica, "GET", key).stdout.strip() == value, 10,
+               "the key on the replica")  # fmt: skip
     assert "READONLY" in redis_cli(replica, "SET", key, "x").stdout
 
 
@@ -143,26 +132,26 @@ def test_zz_failover_then_converge_records_the_new_master():
     run_ids = {h: info(get_host(h), "server")["run_id"] for h in (MASTER, REPLICA)}
     subprocess.run(["docker", "pause", MASTER], check=True)
     try:
-        _, took = until(
-            "the replica promoted",
+        took = timed_wait(
             lambda: (
                 _master_per(replica) == new
                 and _master_per(third) == new
                 and info(replica)["role"] == "master"
             ),
             60,
+            "the replica promoted",
         )
         print(f"promoted {took:.1f} s after the master's host froze (down-after 2 s)")
     finally:
         subprocess.run(["docker", "unpause", MASTER], check=True)
-    _, took = until(
-        "the old master back as a replica of the new one",
+    took = timed_wait(
         lambda: (
             (i := info(master))["role"] == "slave"
             and i["master_host"] == host_addr(replica)
             and i.get("master_link_status") == "up"
         ),
         60,
+        "the old master back as a replica of the new one",
     )
     print(f"old master replicating the new one {took:.1f} s after the thaw")
 

@@ -95,6 +95,13 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
     raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last_exc})")
 
 
+def timed_wait(predicate, timeout: float, what: str) -> float:
+    """wait_for, timed: the seconds until ``predicate`` held."""
+    t0 = time.monotonic()
+    wait_for(predicate, timeout, what)
+    return time.monotonic() - t0
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
