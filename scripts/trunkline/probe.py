@@ -637,6 +637,8 @@ async def watch_room(
                 ):  # fmt: skip
                     raise
                 watch.api_errors += 1
+                if done.is_set() and not watch.room:
+                    return watch  # the call is over and never had a room: nothing to wait for
                 failing_since = failing_since or time.monotonic()
                 if time.monotonic() - failing_since > API_OUTAGE_S:
                     raise

@@ -190,3 +190,43 @@ def test_check_diff_reports_no_change():
     report = run_playbook("converge.yml", "--check", "--diff", *EXTRA)
     assert report["rc"] == 0, report["failed_messages"]
     assert report["changed_tasks"] == []
+
+
+def _cxml_targets(ca_file: str, n: int) -> list[str]:
+    """The SIP hosts the CXML endpoint sends ``n`` calls in a row to."""
+    out = []
+    for _ in range(n):
+        target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
+        assert target is not None, instead
+        out.append(target.host)
+    return out
+
+
+@pytest.mark.calls
+def test_a_stopped_sip_node_gets_no_call_and_the_other_takes_them(ca_file, tmp_path):
+    """livekit-sip stopped on lk-1: within the endpoint's health interval (2 s)
+    every call goes to lk-2, and it is answered there; started again, lk-1
+    takes its turns again."""
+    conn = Connection(f"http://{PRIVATE[HOSTS[1]]}:7880", "API" + secret("livekit_api_key"),
+                      secret("livekit_api_secret"))  # fmt: skip
+    lk1, lk2 = PUBLIC[HOSTS[0]], PUBLIC[HOSTS[1]]
+    node(HOSTS[0]).run("systemctl stop livekit-sip")
+    stopped = time.monotonic()
+    try:
+        deadline = stopped + 20
+        while set(_cxml_targets(ca_file, 4)) != {lk2}:
+            assert time.monotonic() < deadline, "lk-1 still routed 20 s after its SIP stopped"
+            time.sleep(0.2)
+        print(f"lk-1 out of the route {time.monotonic() - stopped:.1f} s after its SIP stopped")
+        for _ in range(2):
+            target, _ = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
+            assert target.host == lk2
+            result = probe.call(target, CALLER, conn=conn, cache=tmp_path, hold_ms=2000)
+            assert result.ok, (result.checks, result.log[-2000:])
+    finally:
+        node(HOSTS[0]).run("systemctl start livekit-sip")
+    started = time.monotonic()
+    while set(_cxml_targets(ca_file, 4)) != {lk1, lk2}:
+        assert time.monotonic() < started + 30, "lk-1 not routed again 30 s after its SIP started"
+        time.sleep(0.5)
+    print(f"lk-1 back in the route {time.monotonic() - started:.1f} s after its SIP started")
