@@ -123,7 +123,7 @@ def sentinel_master(answers: Iterable[Mapping], fallback: str) -> dict:
 
 def address_is_local(address: str, local: Iterable[str], port: Any) -> bool:
     """Whether HOST:PORT names this host (one of its `local` addresses, on `port`)."""
-    host, _, at = str(address).rpartition(":")
+    host, _sep, at = str(address).rpartition(":")
     names = {str(x).lstrip("-").strip("[]") for x in local}
     return at == str(port) and host.strip("[]") in names
 
