@@ -477,16 +477,35 @@ def test_trunk_credentials_go_to_every_target(tmp_path):
         assert sip.find("Dial/Sip").attrib == {"username": "lk", "password": "sip-secret"}
 
 
-def test_staging_example_routes_calls_over_both_sip_hosts():
-    """inventories/staging's cxml_endpoint_routing, as the endpoint loads it."""
-    group_vars = ROOT / "inventories/staging/group_vars/cxml/cxml_endpoint.yml"
+def test_staging_example_routes_calls_over_both_sip_hosts(tmp_path):
+    """inventories/staging's cxml_endpoint_routing, as the endpoint loads it: its
+    inventory expressions rendered (Cloudonix's ranges, the telephony file whose
+    trunk the route names)."""
+    import json
+
+    import jinja2
+    from jinja2.nativetypes import NativeEnvironment
+
+    staging = ROOT / "inventories/staging"
+    group_vars = staging / "group_vars/cxml/cxml_endpoint.yml"
+    inventory = yaml.safe_load((staging / "group_vars/all/trunkline.yml").read_text())
+    text = jinja2.Environment(autoescape=False)  # noqa: S701 - YAML, not HTML
+    text.filters["to_json"] = json.dumps
+    telephony = tmp_path / "telephony.yml"
+    telephony.write_text(
+        text.from_string((staging / "telephony.yml.j2").read_text()).render(inventory)
+    )
     table = yaml.safe_load(group_vars.read_text())["cxml_endpoint_routing"]
+    table["allow_sources"] = (
+        NativeEnvironment().from_string(table["allow_sources"]).render(inventory)
+    )
+    table["telephony"] = str(telephony)
     routing = rt.parse(table, str(group_vars), {"CXML_AUTH_TOKEN": "t" * 16})
     [support] = routing.routes
     assert len(support.targets) == 2 and all(t.health for t in support.targets)
     assert {t.health for t in support.targets} == {
-        "http://10.20.0.21:8080/",
-        "http://10.20.0.22:8080/",
+        "http://10.20.0.11:8080/",
+        "http://10.20.0.12:8080/",
     }
     turns = rt.RoundRobin()
     chosen = {rt.decide(routing, {"To": "+12127773456"}, frozenset(), turns).target for _ in "ab"}
