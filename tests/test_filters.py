@@ -775,3 +775,14 @@ def test_sentinel_drift_names_only_what_differs():
             "failover-timeout": 60000}  # fmt: skip
     assert filters.sentinel_drift(lines, want) == [["down-after-milliseconds", "5000"]]
     assert filters.sentinel_drift(lines[:2], {"quorum": 2}) == [["quorum", "2"]]
+
+
+def test_runs_sentinels_looks_at_the_redis_group():
+    hostvars = {
+        "a": {"redis_sentinel_enabled": False},
+        "b": {},
+        "c": {"redis_sentinel_enabled": True},
+    }
+    assert filters.runs_sentinels(["a", "b", "c"], hostvars) is True
+    assert filters.runs_sentinels(["a", "b"], hostvars) is False
+    assert filters.runs_sentinels([], hostvars) is False

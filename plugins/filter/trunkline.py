@@ -128,6 +128,12 @@ def address_is_local(address: str, local: Iterable[str], port: Any) -> bool:
     return at == str(port) and host.strip("[]") in names
 
 
+def runs_sentinels(hosts: Iterable[str], hostvars: Mapping) -> bool:
+    """Whether any of `hosts` (the redis group) runs the redis role's sentinels,
+    which always require a password."""
+    return any(hostvars[h].get("redis_sentinel_enabled") for h in hosts)
+
+
 SENTINEL_SETTINGS = ("quorum", "down-after-milliseconds", "failover-timeout", "parallel-syncs")
 
 
@@ -206,6 +212,7 @@ class FilterModule:
             "sentinel_problems": sentinel_problems,
             "redis_endpoints": redis_endpoints,
             "sentinel_master": sentinel_master,
+            "runs_sentinels": runs_sentinels,
             "sentinel_drift": sentinel_drift,
             "address_is_local": address_is_local,
             "deployment_addresses": deployment_addresses,
