@@ -909,10 +909,28 @@ def test_a_health_url_two_targets_share_is_probed_once_per_round():
     with status_server(200) as node:
         url = f"http://127.0.0.1:{node.server_port}/"
         keys = ("livekit_sip:127.0.0.1:5060", "livekit_sip:127.0.0.1:5062")
-        targets = HealthTargets(sip_nodes=tuple((key, url) for key in keys))
+        targets = HealthTargets(sip_nodes=tuple((key, (url,)) for key in keys))
         monitor = HealthMonitor(lambda: targets)
         asyncio.run(monitor.check_once())
         assert (node.hits, set(monitor.probes), monitor.unhealthy) == (1, set(keys), frozenset())  # type: ignore[attr-defined]
         node.status = 503  # type: ignore[attr-defined]
         asyncio.run(monitor.check_once())
         assert (node.hits, monitor.unhealthy) == (2, frozenset(keys))  # type: ignore[attr-defined]
+
+
+def test_a_target_with_two_health_urls_is_down_while_either_fails():
+    """livekit-sip up but the LiveKit server beside it down: the node is down, and
+    /health says which URL failed."""
+    with status_server(200) as sip, status_server(200) as server:
+        urls = tuple(f"http://127.0.0.1:{s.server_port}/" for s in (sip, server))
+        key = "livekit_sip:127.0.0.1:5060"
+        monitor = HealthMonitor(lambda: HealthTargets(sip_nodes=((key, urls),)))
+        asyncio.run(monitor.check_once())
+        assert monitor.unhealthy == frozenset() and monitor.probes[key].healthy
+        server.status = 503  # type: ignore[attr-defined]
+        asyncio.run(monitor.check_once())
+        assert monitor.unhealthy == frozenset({key})
+        assert monitor.probes[key].detail == f"{urls[1]}: HTTP 503"
+        server.status = 200  # type: ignore[attr-defined]
+        asyncio.run(monitor.check_once())
+        assert monitor.unhealthy == frozenset()

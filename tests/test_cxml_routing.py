@@ -108,8 +108,8 @@ def test_example_template_is_valid_and_reuses_telephony_numbers(example):
     assert example.token == "t0ken-from-env"
     assert [str(n) for n in example.allow_sources] == ["198.51.100.0/24"]
     assert example.health.urls() == {
-        "livekit_sip": "http://127.0.0.1:8080/",
-        "agent:support-agent": "http://127.0.0.1:8081/",
+        "livekit_sip": ("http://127.0.0.1:8080/",),
+        "agent:support-agent": ("http://127.0.0.1:8081/",),
     }
     assert example.warnings == ()  # both headers are mapped by the trunk
 
@@ -356,16 +356,16 @@ def test_targets_inherit_the_routes_port_and_transport_and_each_has_its_health(t
     support, reception, _sales = routing.routes
     assert support.host == ""  # written with targets: no single host
     assert [(t.host, t.port, t.transport, t.health) for t in support.targets] == [
-        ("192.0.2.21", 5070, "tcp", "http://127.0.0.1:8021/"),
-        ("192.0.2.22", 5080, "tls", "http://127.0.0.1:8022/"),
+        ("192.0.2.21", 5070, "tcp", ("http://127.0.0.1:8021/",)),
+        ("192.0.2.22", 5080, "tls", ("http://127.0.0.1:8022/",)),
     ]
     assert [t.address for t in reception.targets] == ["192.0.2.22:5080", "[2001:db8::23]:5060"]
     assert routing.health.urls() == {
-        "livekit_sip": "http://127.0.0.1:9/",
-        "agent:support-agent": "http://127.0.0.1:9/",
-        NODE_1: "http://127.0.0.1:8021/",
-        NODE_2: "http://127.0.0.1:8022/",  # shared by two routes: probed under one key
-        NODE_3: "http://127.0.0.1:8023/",
+        "livekit_sip": ("http://127.0.0.1:9/",),
+        "agent:support-agent": ("http://127.0.0.1:9/",),
+        NODE_1: ("http://127.0.0.1:8021/",),
+        NODE_2: ("http://127.0.0.1:8022/",),  # shared by two routes: probed under one key
+        NODE_3: ("http://127.0.0.1:8023/",),
     }
     assert routing.warnings == ()
 
@@ -465,6 +465,47 @@ def test_a_target_without_health_is_judged_by_livekit_sip_and_warned_about(tmp_p
     assert rt.decide(routing, params, both, turns).outcome == "fallback"
 
 
+def test_a_target_with_several_health_urls_is_down_when_any_is(tmp_path):
+    """health: [livekit-sip's port, the LiveKit server it joins rooms through]."""
+    routing = _routing(
+        tmp_path,
+        'auth: {token: "${TOKEN}"}\n'
+        "routes: [{name: a, type: sip, numbers: ['+12125550101'], targets: ["
+        "{host: 192.0.2.1, health: ['http://127.0.0.1:8001/', 'http://127.0.0.1:7881/']},"
+        "{host: 192.0.2.2, health: ['http://127.0.0.1:8002/', 'http://127.0.0.1:7882/']}]}]\n",
+    )
+    assert routing.warnings == ()
+    assert routing.health.urls()["livekit_sip:192.0.2.1:5060"] == (
+        "http://127.0.0.1:8001/",
+        "http://127.0.0.1:7881/",
+    )
+    params, turns = {"To": "+12125550101"}, rt.RoundRobin()
+    down = frozenset({"livekit_sip:192.0.2.1:5060"})
+    assert {rt.decide(routing, params, down, turns).target for _ in range(4)} == {"192.0.2.2:5060"}
+
+
+@pytest.mark.parametrize(
+    ("health", "message"),
+    [
+        ("[]", "must be a URL or a list of 1 to 4 URLs"),
+        ("[a, b, c, d, e]", "must be a URL or a list of 1 to 4 URLs"),
+        ("{url: 'http://127.0.0.1:1/'}", "must be a URL or a list of 1 to 4 URLs"),
+        ("['http://127.0.0.1:1/', 'ftp://x/']", "'ftp://x/' is not an http(s) URL"),
+        ("['http://127.0.0.1:1/', 'http://127.0.0.1:1/']", "lists a URL twice"),
+    ],
+)
+def test_bad_health_lists_are_refused_naming_the_field(tmp_path, health, message):
+    with pytest.raises(ConfigError) as err:
+        _routing(
+            tmp_path,
+            'auth: {token: "${TOKEN}"}\n'
+            "routes: [{name: a, type: sip, numbers: ['+12125550101'], targets: ["
+            f"{{host: 192.0.2.1, health: {health}}}, {{host: 192.0.2.2}}]}}]\n",
+        )
+    text = str(err.value)
+    assert "routes[a].targets[0].health" in text and message in text, text
+
+
 def test_trunk_credentials_go_to_every_target(tmp_path):
     telephony = yaml.safe_load((ROOT / "templates/telephony.yml").read_text())
     telephony["inbound_trunks"][0]["auth"] = {"username": "lk", "password": "${SIP_PASSWORD}"}
@@ -503,9 +544,10 @@ def test_staging_example_routes_calls_over_both_sip_hosts(tmp_path):
     routing = rt.parse(table, str(group_vars), {"CXML_AUTH_TOKEN": "t" * 16})
     [support] = routing.routes
     assert len(support.targets) == 2 and all(t.health for t in support.targets)
+    # Each node's livekit-sip, and the LiveKit server beside it that its rooms go through.
     assert {t.health for t in support.targets} == {
-        "http://10.20.0.11:8080/",
-        "http://10.20.0.12:8080/",
+        ("http://10.20.0.11:8080/", "http://10.20.0.11:7880/"),
+        ("http://10.20.0.12:8080/", "http://10.20.0.12:7880/"),
     }
     turns = rt.RoundRobin()
     chosen = {rt.decide(routing, {"To": "+12127773456"}, frozenset(), turns).target for _ in "ab"}
@@ -628,7 +670,7 @@ def test_check_shows_the_sip_targets_in_text_and_json(tmp_path):
         "port": 5080,
         "transport": "tls",
         "address": "192.0.2.22:5080",
-        "health": "http://127.0.0.1:8022/",
+        "health": ["http://127.0.0.1:8022/"],
         "health_key": NODE_2,
     }
     assert (support["trunk"], sales["targets"], result["numbers"]) == ("cloudonix-in", [], 4)
@@ -645,7 +687,7 @@ def test_check_json_shows_a_host_route_as_its_one_target(tmp_path):
             "port": 5070,
             "transport": "tls",
             "address": "192.0.2.10:5070",
-            "health": "http://127.0.0.1:9/",
+            "health": ["http://127.0.0.1:9/"],
             "health_key": "livekit_sip",
         }
     ]

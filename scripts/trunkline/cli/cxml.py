@@ -104,7 +104,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _targets_json(routing: rt.Routing, route: rt.Route) -> list[dict[str, Any]]:
-    """A route's SIP targets: where, and which health URL (component) judges each."""
+    """A route's SIP targets: where, and which health URLs (component) judge each."""
     urls = routing.health.urls()
     return [
         {
@@ -112,7 +112,7 @@ def _targets_json(routing: rt.Routing, route: rt.Route) -> list[dict[str, Any]]:
             "port": node.port or None,
             "transport": node.transport,
             "address": node.address,
-            "health": urls.get(node.health_key),
+            "health": list(urls[node.health_key]) if node.health_key in urls else None,
             "health_key": node.health_key if node.health_key in urls else None,
         }
         for node in route.targets
@@ -142,7 +142,7 @@ def _target_lines(routing: rt.Routing) -> list[str]:
         if route.type != "sip" or route.host:
             continue
         for i, target in enumerate(_targets_json(routing, route)):
-            health = target["health"] or "none (always takes its turn)"
+            health = " + ".join(target["health"] or ()) or "none (always takes its turn)"
             lines.append(
                 f"  routes[{route.name}].targets[{i}]: {target['address']} "
                 f"{target['transport']}, health {health}"

@@ -44,6 +44,17 @@ def probe(url: str, timeout: float) -> Probe:
         return Probe(False, type(exc).__name__, time.time())
 
 
+def _all_of(urls: tuple[str, ...], by_url: dict[str, Probe]) -> Probe:
+    """One component's verdict: up when every one of its URLs is; the detail of a
+    component with several URLs names the ones that failed."""
+    if len(urls) == 1:
+        return by_url[urls[0]]
+    probes = [by_url[u] for u in urls]
+    bad = [f"{u}: {p.detail}" for u, p in zip(urls, probes, strict=True) if not p.healthy]
+    detail = "; ".join(bad) if bad else f"{len(urls)} URLs, {probes[0].detail}"
+    return Probe(not bad, detail, min(p.checked_at for p in probes))
+
+
 class HealthMonitor:
     """Probes every health URL each interval; readers see ``unhealthy`` only.
 
@@ -62,12 +73,12 @@ class HealthMonitor:
         A URL several components share (one node, two keys) is asked once."""
         targets = self._targets()
         urls = targets.urls()
-        distinct = list(dict.fromkeys(urls.values()))
+        distinct = list(dict.fromkeys(u for group in urls.values() for u in group))
         results = await asyncio.gather(
             *(asyncio.to_thread(probe, url, targets.timeout) for url in distinct)
         )
         by_url = dict(zip(distinct, results, strict=True))
-        self.probes = {key: by_url[url] for key, url in urls.items()}
+        self.probes = {key: _all_of(group, by_url) for key, group in urls.items()}
         self.unhealthy = frozenset(k for k, p in self.probes.items() if not p.healthy)
 
     async def _run(self) -> None:

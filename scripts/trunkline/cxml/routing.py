@@ -11,9 +11,9 @@ telephony.yml (``trunk: cloudonix-in``) and, for ``sip`` routes, that trunk's
 digest credentials, so the CXML sends exactly what LiveKit's trunk accepts.
 
 A ``sip`` route dials one livekit-sip (``host:``) or takes turns among several
-(``targets:``, each with its own health URL): ``decide`` picks the next one
-whose probe is good, round-robin (``RoundRobin`` counts the turns), and answers
-the route's fallback only when none is.
+(``targets:``, each with its own health URLs): ``decide`` picks the next one
+whose probes are all good, round-robin (``RoundRobin`` counts the turns), and
+answers the route's fallback only when none is.
 """
 
 from __future__ import annotations
@@ -137,16 +137,22 @@ DEFAULT_ANSWER = Answer("reject", "rejected")
 DEFAULT_FALLBACK = Answer("say", DEFAULT_FALLBACK_TEXT)
 
 
+# livekit_sip:HOST:PORT -> (its health URLs, the route that first gave them)
+SipHealth = dict[str, tuple[tuple[str, ...], str]]
+
+
 @dataclass(frozen=True)
 class SipNode:
-    """One livekit-sip a ``sip`` route dials. ``health`` is its own health URL:
-    its probe (component ``livekit_sip:HOST:PORT``) says whether it takes its
-    turn; without one, ``health.livekit_sip`` (the one SIP service) judges it."""
+    """One livekit-sip a ``sip`` route dials. ``health`` are its own health URLs
+    (livekit-sip's, and what it depends on, such as the LiveKit server it joins
+    rooms through): all of them answering 2xx (component ``livekit_sip:HOST:PORT``)
+    is what lets it take its turn; without any, ``health.livekit_sip`` (the one
+    SIP service) judges it."""
 
     host: str  # a name, an IPv4 address, or an IPv6 address in brackets
     port: int = 0  # 0: not written (the URI names none)
     transport: str = "udp"
-    health: str = ""
+    health: tuple[str, ...] = ()
     address: str = field(init=False, compare=False, repr=False)  # HOST:PORT (default port)
     health_key: str = field(init=False, compare=False, repr=False)
 
@@ -193,13 +199,15 @@ class HealthTargets:
     agents: tuple[tuple[str, str], ...] = ()
     interval: float = 2.0
     timeout: float = 1.0
-    sip_nodes: tuple[tuple[str, str], ...] = ()  # (livekit_sip:HOST:PORT, URL), from the routes
+    # (livekit_sip:HOST:PORT, its URLs), from the routes
+    sip_nodes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-    def urls(self) -> dict[str, str]:
-        """Component key -> URL: ``livekit_sip``, ``livekit_sip:HOST:PORT`` and ``agent:NAME``."""
-        out = {f"agent:{name}": url for name, url in self.agents}
+    def urls(self) -> dict[str, tuple[str, ...]]:
+        """Component key -> the URLs that must all answer 2xx for it to count as
+        up: ``livekit_sip``, ``livekit_sip:HOST:PORT`` and ``agent:NAME``."""
+        out = {f"agent:{name}": (url,) for name, url in self.agents}
         if self.livekit_sip:
-            out[SIP_HEALTH] = self.livekit_sip
+            out[SIP_HEALTH] = (self.livekit_sip,)
         out.update(self.sip_nodes)
         return out
 
@@ -409,9 +417,9 @@ def parse(data: Any, file: str, env: Mapping[str, str], base: Path | None = None
     health = _health(top)
     default = _answer(top, "default", DEFAULT_ANSWER)
     fallback = _answer(top, "fallback", DEFAULT_FALLBACK)
-    sip_health: dict[str, tuple[str, str]] = {}  # livekit_sip:HOST:PORT -> (URL, route)
+    sip_health: SipHealth = {}
     routes, warnings = _routes(top, trunks, fallback, health, sip_health)
-    nodes = tuple((key, url) for key, (url, _route) in sip_health.items())
+    nodes = tuple((key, urls) for key, (urls, _route) in sip_health.items())
     health = replace(health, sip_nodes=nodes)
     top.done()
 
@@ -542,7 +550,7 @@ def _routes(
     trunks: dict[str, telephony_model.InboundTrunk] | None,
     fallback: Answer,
     health: HealthTargets,
-    sip_health: dict[str, tuple[str, str]],
+    sip_health: SipHealth,
 ) -> tuple[list[Route], list[Problem]]:
     routes: list[Route] = []
     warnings: list[Problem] = []
@@ -568,7 +576,7 @@ def _route(
     fallback: Answer,
     health: HealthTargets,
     warnings: list[Problem],
-    sip_health: dict[str, tuple[str, str]],
+    sip_health: SipHealth,
 ) -> Route | None:
     name = r.str("name", required=True, pattern=NAME, what=NAME_HINT)
     kind = r.str("type")
@@ -645,7 +653,7 @@ def _sip_fields(
     r: FieldReader,
     trunk: telephony_model.InboundTrunk | None,
     warnings: list[Problem],
-    sip_health: dict[str, tuple[str, str]],
+    sip_health: SipHealth,
 ) -> dict[str, Any]:
     if "provider" in r.data:
         r.get("provider")
@@ -678,11 +686,11 @@ def _sip_targets(
     port: int,
     transport: str,
     warnings: list[Problem],
-    sip_health: dict[str, tuple[str, str]],
+    sip_health: SipHealth,
 ) -> tuple[SipNode, ...]:
     """``targets:``: livekit-sip nodes, each {host, port?, transport?, health?};
     the route's port and transport are their defaults. ``sip_health`` collects
-    each node's health URL across routes, which must agree on it."""
+    each node's health URLs across routes, which must agree on them."""
     if r.get("host") not in (None, ""):
         r.fail("host", "give host (one SIP target) or targets (several), not both")
     values = r.list("targets")
@@ -723,15 +731,14 @@ def _warn_unprobed(
             warnings.append(Problem(r.file, f"{r.path}.targets[{i}].health", message))
 
 
-def _claim_health(
-    t: FieldReader, node: SipNode, route: str, sip_health: dict[str, tuple[str, str]]
-) -> None:
+def _claim_health(t: FieldReader, node: SipNode, route: str, sip_health: SipHealth) -> None:
     """Routes may share a SIP target; they must then agree on what says it is up."""
     if not node.health:
         return
-    url, where = sip_health.setdefault(node.health_key, (node.health, route))
-    if url != node.health:
-        t.fail("health", f"{node.address} has health URL {url!r} in {where}")
+    urls, where = sip_health.setdefault(node.health_key, (node.health, route))
+    if urls != node.health:
+        shown = urls[0] if len(urls) == 1 else list(urls)
+        t.fail("health", f"{node.address} has health {shown!r} in {where}")
 
 
 def _sip_node(t: FieldReader, port: int, transport: str) -> SipNode | None:
@@ -739,10 +746,31 @@ def _sip_node(t: FieldReader, port: int, transport: str) -> SipNode | None:
     node_port = _port(t) or port
     node_transport = t.choice("transport", SIP_TRANSPORTS, transport)
     health = t.get("health")
-    url = _url(t, "health", health) if health is not None else ""
-    if not host or (health is not None and not url):
+    urls = _health_urls(t, health) if health is not None else ()
+    if not host or (health is not None and not urls):
         return None
-    return SipNode(host, node_port, node_transport, url)
+    return SipNode(host, node_port, node_transport, urls)
+
+
+MAX_HEALTH_URLS = 4
+
+
+def _health_urls(t: FieldReader, value: Any) -> tuple[str, ...]:
+    """A target's ``health``: one http(s) URL, or a list of 1-4 that must all be up
+    (livekit-sip's health port and the LiveKit server its rooms go through)."""
+    if isinstance(value, str):
+        url = _url(t, "health", value)
+        return (url,) if url else ()
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_HEALTH_URLS:
+        t.fail("health", f"must be a URL or a list of 1 to {MAX_HEALTH_URLS} URLs, not {value!r}")
+        return ()
+    urls = tuple(_url(t, f"health[{i}]", v) for i, v in enumerate(value))
+    if not all(urls):
+        return ()
+    if len(set(urls)) != len(urls):
+        t.fail("health", "lists a URL twice")
+        return ()
+    return urls
 
 
 def _port(r: FieldReader) -> int:
