@@ -117,6 +117,25 @@ CASES = [
         {"tls_proxy_livekit_health_body": 'say "OK"'},
         "tls_proxy_livekit_health_body one line without quotes",
     ),
+    (
+        "internal-not-loopback",
+        {"tls_proxy_internal_listen": ["10.20.0.13:7881"]},
+        "tls_proxy_internal_listen entries must be distinct loopback HOST:PORT (127.0.0.1:7881, "
+        '[::1]:7881) on a port other than 80, 443, 2019 (Caddy\'s own); not: ["10.20.0.13:7881"]',
+    ),
+    (
+        "internal-https-port",
+        {"tls_proxy_internal_listen": ["127.0.0.1:443"]},
+        'not: ["127.0.0.1:443"]',
+    ),
+    ("internal-no-port", {"tls_proxy_internal_listen": ["127.0.0.1"]}, 'not: ["127.0.0.1"]'),
+    ("internal-port-range", {"tls_proxy_internal_listen": ["[::1]:70000"]}, 'not: ["[::1]:70000"]'),
+    ("internal-a-string", {"tls_proxy_internal_listen": "127.0.0.1:7881"}, 'not: "127.0.0.1:7881"'),
+    (
+        "internal-twice",
+        {"tls_proxy_internal_listen": ["127.0.0.1:7881", "127.0.0.1:7881"]},
+        "tls_proxy_internal_listen entries must be distinct",
+    ),
 ]
 
 
@@ -253,6 +272,26 @@ def test_two_upstreams_are_balanced_with_active_and_passive_health_checks(tmp_pa
     assert rest["load_balancing"] == {"selection_policy": {"policy": "least_conn"}}
 
 
+def test_internal_listen_is_loopback_http_balanced_like_the_https_site(tmp_path):
+    """tls_proxy_internal_listen: a plain-HTTP site per loopback address (agent
+    workers on the edge host connect there), bound to that address only, with
+    the same two balanced handlers as the HTTPS site."""
+    extra = {"tls_proxy_livekit_upstreams": TWO,
+             "tls_proxy_internal_listen": ["127.0.0.1:7881", "[::1]:7882"]}  # fmt: skip
+    assert preflight(tmp_path, extra).returncode == 0
+    config = caddy_adapt(render(tmp_path, extra), tmp_path)
+    servers = config["apps"]["http"]["servers"]
+    plain = {tuple(s["listen"]): s for s in servers.values() if s["listen"] != [":443"]}
+    assert set(plain) == {("127.0.0.1:7881",), ("[::1]:7882",)}, list(servers.values())
+    for server in plain.values():
+        assert "tls_connection_policies" not in server  # plain HTTP
+        proxies = livekit_proxies(server)
+        assert [m for m, _p in proxies] == [[{"method": ["GET", "HEAD"]}], []]
+        for _match, proxy in proxies:
+            assert proxy["upstreams"] == [{"dial": u} for u in TWO]
+            assert proxy["health_checks"] == HEALTH
+
+
 def test_health_check_settings_reach_caddy(tmp_path):
     text = render(
         tmp_path,
@@ -297,7 +336,7 @@ def test_staging_front_end_balances_its_two_livekit_nodes(tmp_path):
     assert staging["tls_proxy_livekit_upstreams"] == STAGING_NODES
     routes = tuple(r["upstream"] for r in staging["tls_proxy_routes"])
     proxies = livekit_proxies(caddy_adapt(render(tmp_path, staging), tmp_path), routes)
-    assert len(proxies) == 2
+    assert len(proxies) == 4  # the HTTPS site's two, and the agents' loopback listener's
     for _, proxy in proxies:
         assert [u["dial"] for u in proxy["upstreams"]] == STAGING_NODES
         assert proxy["health_checks"] == HEALTH
