@@ -499,8 +499,7 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <nop><action><exec rtp_stream="@SILENCE@,-1,@PT@"/></action></nop>
   <pause milliseconds="@SPEECH_DELAY@"/>
   <nop><action><exec rtp_stream="@FILE@,1,@PT@"/></action></nop>
-  <pause milliseconds="@HOLD@"/>
-  <send retrans="500">
+@HOLD_STEPS@  <send retrans="500">
     <![CDATA[
       BYE [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
@@ -549,11 +548,27 @@ def uac_scenario(
         .replace("@FILE@", str(speech))
         .replace("@SILENCE@", str(silence_file(codec, speech.parent)))
         .replace("@SPEECH_DELAY@", str(speech_delay_ms))
-        .replace("@HOLD@", str(hold_ms))
+        .replace("@HOLD_STEPS@", _hold_steps(speech, codec, hold_ms))
     )
     path = workdir / f"uac-{codec}-{transport}.xml"
     path.write_text(text)
     return path
+
+
+def _hold_steps(speech: Path, codec: str, hold_ms: int) -> str:
+    """The scenario after the caller starts speaking: hold ``hold_ms``. A hold
+    longer than the speech goes back to silence when the speech ends, as a
+    phone keeps sending RTP (livekit-sip hangs up after 15 s without any)."""
+    speech_ms = speech.stat().st_size // 8  # G.711: 8 bytes a millisecond
+    if hold_ms <= speech_ms:
+        return f'  <pause milliseconds="{hold_ms}"/>\n'
+    silence = silence_file(codec, speech.parent)
+    pt = CODECS[codec][0]
+    return (
+        f'  <pause milliseconds="{speech_ms}"/>\n'
+        f'  <nop><action><exec rtp_stream="{silence},-1,{pt}"/></action></nop>\n'
+        f'  <pause milliseconds="{hold_ms - speech_ms}"/>\n'
+    )
 
 
 # --- LiveKit side ----------------------------------------------------------
