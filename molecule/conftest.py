@@ -88,8 +88,11 @@ def run_playbook(name: str, *args: str, env: dict[str, str] | None = None) -> di
     """Run a playbook (see _playbook) against the scenario's hosts; the JSON report plus rc.
     ``env``: more environment for ansible-playbook."""
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", **(env or {}))
+    # The inventory directory, as molecule passes it: besides its generated file
+    # it holds what molecule.yml links in (a scenario's hosts.yml, group_vars).
+    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
     proc = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], _playbook(name), *args],
+        ["ansible-playbook", "-i", inventory, _playbook(name), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -101,6 +104,8 @@ def run_playbook(name: str, *args: str, env: dict[str, str] | None = None) -> di
     except json.JSONDecodeError:
         pytest.fail(f"{name} printed no JSON (rc={proc.returncode}): {proc.stderr[-3000:]}")
     report["rc"] = proc.returncode
+    if not report.get("stats"):
+        pytest.fail(f"{name} ran on no host (rc={proc.returncode}): check the inventory")
     report["changed_tasks"] = _changed_tasks(report)
     report["failed_messages"] = failed_messages(report)
     return report

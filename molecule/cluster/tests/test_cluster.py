@@ -9,20 +9,26 @@ runs only."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import itertools
 import json
 import os
 import secrets
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 from pathlib import Path
 
+import jinja2
 import pytest
 import testinfra
 import yaml
+from livekit import api
 
 from trunkline import probe
 from trunkline.livekit import Connection
@@ -87,12 +93,45 @@ def test_redis_master_replica_and_three_sentinels():
     assert not node(HOSTS[2]).package("redis-server").is_installed
 
 
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if b < 0x80:
+            return value, i
+
+
+def _fields(buf: bytes) -> dict[int, int | bytes]:
+    """The top-level fields of a protobuf message (varints and length-delimited)."""
+    out: dict[int, int | bytes] = {}
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        if key & 7 == 0:
+            out[key >> 3], i = _varint(buf, i)
+        elif key & 7 == 2:
+            size, i = _varint(buf, i)
+            out[key >> 3], i = buf[i : i + size], i + size
+        elif key & 7 in (1, 5):  # fixed64, fixed32 (NodeStats' rates and loads): skipped
+            i += 8 if key & 7 == 1 else 4
+        else:
+            raise ValueError(f"wire type {key & 7} in a livekit.Node")
+    return out
+
+
 def server_nodes() -> dict[str, str]:
-    """LiveKit node ID -> host, from the `nodes` hash every server writes to Redis."""
+    """LiveKit node ID -> host, of the nodes in the `nodes` hash every server
+    writes to Redis (livekit.Node: ip = 2, stats = 4; NodeStats.updated_at = 2)
+    that reported within 10 s. A node killed without its shutdown stays in the
+    hash, unavailable to LiveKit (stats older than 5 s) until a server starts."""
     out = {}
     for node_id in redis("HKEYS", "nodes").split():
-        blob = redis("HGET", "nodes", node_id, raw=True)
-        out[node_id] = next(h for h in SERVERS if PUBLIC[h].encode() in blob)
+        node = _fields(redis("HGET", "nodes", node_id, raw=True)[:-1])  # redis-cli's newline
+        updated_at = _fields(node.get(4, b"")).get(2, 0)
+        if time.time() - updated_at < 10:
+            out[node_id] = next(h for h in SERVERS if PUBLIC[h] == node[2].decode())
     return out
 
 
@@ -230,3 +269,200 @@ def test_a_stopped_sip_node_gets_no_call_and_the_other_takes_them(ca_file, tmp_p
         assert time.monotonic() < started + 30, "lk-1 not routed again 30 s after its SIP started"
         time.sleep(0.5)
     print(f"lk-1 back in the route {time.monotonic() - started:.1f} s after its SIP started")
+
+
+def _api(host: str) -> Connection:
+    return Connection(f"http://{PRIVATE[host]}:7880", "API" + secret("livekit_api_key"),
+                      secret("livekit_api_secret"))  # fmt: skip
+
+
+def test_livekit_holds_exactly_the_telephony_file():
+    """What a rebuild rests on: the trunks and dispatch rules LiveKit holds after
+    site + telephony on new hosts are the staging file's. `telephony plan`
+    finds nothing to do, and `export --owned` gives back every field the file
+    sets, object by object."""
+    extra = yaml.safe_load((SCENARIO / "testbed-vars.yml").read_text())
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)  # noqa: S701 - YAML, not HTML
+    env.filters["to_json"] = json.dumps
+    text = env.from_string((STAGING / "telephony.yml.j2").read_text()).render(
+        cloudonix_signalling_networks=extra["cloudonix_signalling_networks"]
+    )
+    lk = _api(HOSTS[1])
+    cli_env = dict(os.environ, LIVEKIT_URL=lk.url, LIVEKIT_API_KEY=lk.api_key,
+                   LIVEKIT_API_SECRET=lk.api_secret)  # fmt: skip
+    with_file = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "telephony.rendered.yml"
+    with_file.write_text(text)
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trunkline", "telephony", *argv],
+                              env=cli_env, capture_output=True, text=True, timeout=60,
+                              check=False)  # fmt: skip
+
+    plan = cli("plan", str(with_file), "--detailed-exitcode", "--json")
+    assert plan.returncode == 0, (plan.returncode, plan.stdout, plan.stderr)
+    exported = cli("export", "--owned")
+    assert exported.returncode == 0, exported.stderr
+    want, got = yaml.safe_load(text), yaml.safe_load(exported.stdout)
+    for kind in ("inbound_trunks", "outbound_trunks", "dispatch_rules"):
+        wanted = {o["name"]: o for o in want.get(kind) or []}
+        held = {o["name"]: o for o in got.get(kind) or []}
+        assert sorted(held) == sorted(wanted), kind
+        for name, obj in wanted.items():
+            assert {k: _as_set(held[name].get(k)) for k in obj} == {
+                k: _as_set(v) for k, v in obj.items()
+            }, (kind, name, held[name])
+
+
+def _as_set(value):
+    """Numbers and address lists are sets to LiveKit: export writes them sorted."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return sorted(value)
+    return value
+
+
+def _room_nodes() -> dict[str, str]:
+    pairs = str(redis("HGETALL", "room_node_map", on=HOSTS[2])).split()
+    return dict(zip(pairs[0::2], pairs[1::2], strict=False))
+
+
+def _new_room(before: set[str], timeout: float = 15) -> tuple[str, str]:
+    """The room (and its node ID) that appears in Redis after ``before``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = {r: n for r, n in _room_nodes().items() if r not in before}
+        if fresh:
+            return next(iter(fresh.items()))
+        time.sleep(0.2)
+    pytest.fail(f"no new room within {timeout} s")
+
+
+def _cxml_target_on(ca_file: str, host: str) -> probe.Target:
+    """What the CXML endpoint dials when its turn comes to ``host`` (two turns at most)."""
+    for _ in range(4):
+        target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
+        assert target is not None, instead
+        if target.host == PUBLIC[host]:
+            return target
+    pytest.fail(f"the CXML endpoint never dialed {host}")
+
+
+HELD_MS = 30000
+_callers = itertools.count(200)
+
+
+def _caller() -> str:
+    """A caller number of its own per call: the probe finds its call's room by
+    the caller's number, which a call held meanwhile must not share."""
+    return f"+1212555{next(_callers):04d}"
+
+
+def _call_in_background(target, conn, cache: Path, box: dict) -> threading.Thread:
+    """A call held HELD_MS, placed in a thread; its ProbeResult lands in box["r"]."""
+
+    def run():
+        box["r"] = probe.call(target, _caller(), conn=conn, cache=cache, hold_ms=HELD_MS)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.calls
+def test_a_killed_livekit_server_leaves_the_other_nodes_calls_up(ca_file, tmp_path):
+    """kill -9 of livekit-server on lk-1 while a call is up through lk-2's SIP
+    in a room on lk-2: that call goes on to its end; new calls placed one after
+    another succeed from N s after the kill on (printed); lk-1's SIP gets no
+    call while its server is down (its health lists the server); systemd
+    restarts the server, which joins the deployment again (a new node in
+    Redis) and takes rooms."""
+    victim, survivor = HOSTS[0], HOSTS[1]
+    conn = _api(survivor)
+    nodes = server_nodes()
+    held: list[tuple[threading.Thread, dict, str]] = []  # (thread, result box, host of the room)
+    # Rooms land on either server at random: up to 12 held calls (p = 2^-12 that
+    # none lands on lk-2); those on lk-1 are lost with it, as expected.
+    for i in range(12):
+        before = set(_room_nodes())
+        box: dict = {}
+        target = _cxml_target_on(ca_file, survivor)
+        thread = _call_in_background(target, conn, tmp_path / str(i), box)
+        _room, node_id = _new_room(before)
+        held.append((thread, box, nodes.get(node_id, "?")))
+        if held[-1][2] == survivor:
+            break
+    assert held[-1][2] == survivor, [h for _t, _b, h in held]
+    time.sleep(3)  # the caller has spoken and heard the agent's echo
+    old_ids = {n for n, h in server_nodes().items() if h == victim}
+    node(victim).run("systemctl kill --signal=SIGKILL livekit-server")
+    killed = time.monotonic()
+    back: list[float] = []  # when lk-1's server was a node of the deployment again
+
+    def watch_back():
+        while not back and time.monotonic() - killed < 90:
+            if any(h == victim and n not in old_ids for n, h in server_nodes().items()):
+                back.append(time.monotonic() - killed)
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=watch_back, daemon=True)
+    watcher.start()
+    attempts: list[dict] = []
+    streak = 0
+    while streak < 3:
+        assert time.monotonic() - killed < 90, attempts
+        placed = time.monotonic() - killed
+        try:
+            target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
+            if target is None:
+                ok, how, sip = False, instead, None
+            else:
+                result = probe.call(target, _caller(), conn=conn, cache=tmp_path, hold_ms=1500)
+                failed = [k for k, v in result.checks.items() if not v]
+                ok, how, sip = result.ok, failed or "ok", target.host
+                how = how if ok else f"{result.final_status} {result.final_reason}: {how}"
+        except (probe.ProbeError, AssertionError, OSError) as exc:
+            ok, how, sip = False, str(exc)[:200], None
+        attempts.append({"placed_s": round(placed, 1), "sip": sip, "ok": ok, "how": how})
+        streak = streak + 1 if ok else 0
+        if not ok:
+            time.sleep(0.5)
+    recovered = attempts[-3]["placed_s"]
+    for thread, _box, _host in held:
+        thread.join(timeout=HELD_MS / 1000 + 60)
+    outcomes = [
+        {"room_on": host, "ok": box["r"].ok if "r" in box else None,
+         "failed": [k for k, v in box["r"].checks.items() if not v] if "r" in box else None,
+         "rtp_in": box["r"].rtp_in if "r" in box else None}
+        for _t, box, host in held
+    ]  # fmt: skip
+    print(json.dumps({"new_calls": attempts, "held_calls": outcomes}, indent=1))
+    print(f"new calls all answered from {recovered:.1f} s after livekit-server was killed")
+    survivor_call = outcomes[-1]
+    assert survivor_call["ok"], survivor_call
+    # Back: systemd restarted it under a new node ID, and rooms are placed on it again.
+    watcher.join(timeout=95)
+    assert back, "lk-1's livekit-server not a node again 90 s after the kill"
+    print(f"lk-1's server a node of the deployment again {back[0]:.1f} s after the kill")
+    assert _a_room_lands_on(victim, conn), "30 rooms and none on lk-1"
+
+
+def _a_room_lands_on(host: str, conn: Connection) -> bool:
+    """Create rooms through the API until one is placed on ``host`` (at most 30:
+    p = 2^-30 by chance), then delete them."""
+    nodes = server_nodes()
+
+    async def run() -> bool:
+        made = []
+        async with api.LiveKitAPI(conn.url, conn.api_key, conn.api_secret) as lk:
+            try:
+                for i in range(30):
+                    name = f"placement-{secrets.token_hex(4)}-{i}"
+                    await lk.room.create_room(api.CreateRoomRequest(name=name, empty_timeout=30))
+                    made.append(name)
+                    if nodes.get(_room_nodes().get(name, "")) == host:
+                        return True
+                return False
+            finally:
+                for name in made:
+                    await lk.room.delete_room(api.DeleteRoomRequest(room=name))
+
+    return asyncio.run(run())
