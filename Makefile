@@ -6,6 +6,8 @@
 #   make sanity      ansible-test sanity on the built collection
 #   make test        venv + testbed + collection, then lint, pytest and every molecule scenario
 #   make lab         a local lab host with trunkline.voice.site applied; make lab-down
+#   make cluster-upgrade  the staging cluster (molecule/cluster), then trunkline.voice.upgrade
+#                    under a stream of calls: every call must survive (several minutes)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -16,7 +18,7 @@ BIN := $(VENV)/bin
 # Scenarios in the order they run; each is named by what it proves.
 SCENARIOS ?= redis artifacts preflight default cxml sip_container egress e2e cluster
 
-.PHONY: help venv testbed lint docs collection test pytest molecule lab lab-down clean
+.PHONY: help venv testbed lint docs collection test pytest molecule lab lab-down clean cluster-upgrade
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -54,6 +56,13 @@ pytest: venv
 
 molecule: venv collection
 	@for s in $(SCENARIOS); do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s $$s; done
+
+cluster-upgrade: venv testbed collection
+	@export PATH="$(CURDIR)/$(BIN):$$PATH"; rc=0; \
+	  molecule destroy -s cluster && molecule converge -s cluster && \
+	  TRUNKLINE_CLUSTER_UPGRADE=$$(date +%s) PYTEST_ADDOPTS="-k rolling_upgrade" \
+	    molecule verify -s cluster || rc=$$?; \
+	  molecule destroy -s cluster; exit $$rc
 
 lab: venv collection
 	@scripts/testbed/testbed.sh --lab

@@ -575,3 +575,88 @@ def _restore_lk1_as_master(lk1) -> None:
                60, "lk-1 master again")  # fmt: skip
     # A failover holds LiveKit's writes for seconds (servers answer "Not Ready").
     timed_wait(_both_sip_nodes_routable, 60, "both SIP nodes routable after the failback")
+
+
+STREAM_EVERY_S = float(os.environ.get("TRUNKLINE_STREAM_EVERY_S", "2"))
+STREAM_HOLD_MS = int(os.environ.get("TRUNKLINE_STREAM_HOLD_MS", "20000"))
+# Any value runs the test; "baseline" runs the stream for 60 s without upgrading.
+UPGRADE = os.environ.get("TRUNKLINE_CLUSTER_UPGRADE", "")
+
+
+@pytest.mark.calls
+@pytest.mark.skipif(not UPGRADE, reason="make cluster-upgrade runs it (several minutes: "
+                    "outside make test's budget, see docs/testing.md)")  # fmt: skip
+def test_a_rolling_upgrade_under_a_call_stream_drops_no_call(ca_file, tmp_path):
+    """trunkline.voice.upgrade with a config change for every tier (log levels,
+    the agents' environment, Redis' loglevel) while a new call arrives every 2 s
+    through the CXML endpoint and is held 20 s: every call is answered, keeps its
+    audio to the end and gets its BYE answered; the counts are printed."""
+    # Judged on the wire alone (answer, the agent's voice, audio both ways to the
+    # end, BYE): every API node is drained in turn, and ten room watches polling
+    # the API would load a 2-core test bed more than the calls do.
+    conn = None
+    timed_wait(_both_sip_nodes_routable, 30, "both SIP nodes routable")
+    results: list[dict] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def one_call(n: int, placed: float) -> None:
+        row: dict = {"n": n, "placed_s": round(placed, 1)}
+        try:
+            target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
+            if target is None:
+                row.update(ok=False, how=instead)
+            else:
+                r = probe.call(target, _caller(), conn=conn, cache=tmp_path / f"s{n}",
+                               hold_ms=STREAM_HOLD_MS)  # fmt: skip
+                wire = ("answered", "caller_heard_agent", "caller_sent_speech", "bye_completed")
+                bad = [k for k in wire if not r.checks.get(k)]
+                row.update(ok=not bad and r.rtp_in >= 0.9 * 50 * STREAM_HOLD_MS / 1000,
+                           sip=target.host, failed=[k for k, v in r.checks.items() if not v],
+                           status=r.final_status, rtp_in=r.rtp_in)  # fmt: skip
+        except (probe.ProbeError, AssertionError, OSError) as exc:
+            row.update(ok=False, how=str(exc)[:200])
+        with lock:
+            results.append(row)
+
+    def stream() -> None:
+        t0, n, threads = time.monotonic(), 0, []
+        while not stop.is_set() and n < 600:
+            threads.append(threading.Thread(target=one_call, args=(n, time.monotonic() - t0)))
+            threads[-1].start()
+            n += 1
+            stop.wait(STREAM_EVERY_S)
+        for t in threads:
+            t.join(timeout=STREAM_HOLD_MS / 1000 + 120)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    started = time.monotonic()
+    try:
+        time.sleep(10)  # the stream is steady before the first drain
+        change = {"livekit_server_log_level": "debug", "livekit_sip_log_level": "debug",
+                  "redis_loglevel": "verbose",
+                  "livekit_agents_environment": {"TRUNKLINE_AGENT_MODE": "offline",
+                                                 "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.95",
+                                                 "TRUNKLINE_UPGRADE_RUN": UPGRADE}}  # fmt: skip
+        if UPGRADE == "baseline":
+            time.sleep(60)
+            report = {"rc": 0, "failed_messages": []}
+        else:
+            report = run_playbook("trunkline.voice.upgrade", *EXTRA, "-e", json.dumps(change))
+        took = time.monotonic() - started - 10
+        time.sleep(10)
+    finally:
+        stop.set()
+        streamer.join()
+    failed = [r for r in results if not r["ok"]]
+    per_sip = {
+        str(h): sum(r.get("sip") == h for r in results) for h in {r.get("sip") for r in results}
+    }
+    print(json.dumps({"upgrade_s": round(took, 1), "placed": len(results),
+                      "ok": len(results) - len(failed), "failed": failed,
+                      "per_sip": per_sip}, indent=1))  # fmt: skip
+    print(f"rolling upgrade: {len(results)} calls placed, {len(failed)} dropped or failed, "
+          f"upgrade took {took:.0f} s")  # fmt: skip
+    assert report["rc"] == 0, report["failed_messages"]
+    assert failed == [], failed
