@@ -186,8 +186,7 @@ def test_calls_spread_over_both_sip_nodes_both_servers_and_both_agent_hosts(ca_f
     the worker a job goes to are LiveKit's choice, random for rooms): at most
     14 calls (all 14 rooms on one server: p = 2^-13)."""
     nodes = server_nodes()
-    conn = Connection(f"http://{PRIVATE[HOSTS[0]]}:7880", "API" + secret("livekit_api_key"),
-                      secret("livekit_api_secret"))  # fmt: skip
+    conn = _api(HOSTS[0])
     placed: dict[str, str] = {}  # room -> node id, seen while the call is up
     stop = threading.Event()
 
@@ -247,8 +246,7 @@ def test_a_stopped_sip_node_gets_no_call_and_the_other_takes_them(ca_file, tmp_p
     """livekit-sip stopped on lk-1: within the endpoint's health interval (2 s)
     every call goes to lk-2, and it is answered there; started again, lk-1
     takes its turns again."""
-    conn = Connection(f"http://{PRIVATE[HOSTS[1]]}:7880", "API" + secret("livekit_api_key"),
-                      secret("livekit_api_secret"))  # fmt: skip
+    conn = _api(HOSTS[1])
     lk1, lk2 = PUBLIC[HOSTS[0]], PUBLIC[HOSTS[1]]
     node(HOSTS[0]).run("systemctl stop livekit-sip")
     stopped = time.monotonic()
@@ -369,6 +367,33 @@ def _call_in_background(target, conn, cache: Path, box: dict) -> threading.Threa
     return thread
 
 
+def _new_calls_until_three_in_a_row(ca_file, conn, tmp_path, since: float, bound: float):
+    """Calls through the CXML endpoint, one after another (0.5 s apart after a
+    failure), until three in a row succeed; each placed, how it went and where,
+    in seconds after ``since``. Fails after ``bound`` seconds."""
+    attempts: list[dict] = []
+    streak = 0
+    while streak < 3:
+        assert time.monotonic() - since < bound, attempts
+        placed = time.monotonic() - since
+        try:
+            target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
+            if target is None:
+                ok, how, sip = False, instead, None
+            else:
+                result = probe.call(target, _caller(), conn=conn, cache=tmp_path, hold_ms=1500)
+                failed = [k for k, v in result.checks.items() if not v]
+                ok, sip = result.ok, target.host
+                how = "ok" if ok else f"{result.final_status} {result.final_reason}: {failed}"
+        except (probe.ProbeError, AssertionError, OSError) as exc:
+            ok, how, sip = False, str(exc)[:200], None
+        attempts.append({"placed_s": round(placed, 1), "sip": sip, "ok": ok, "how": how})
+        streak = streak + 1 if ok else 0
+        if not ok:
+            time.sleep(0.5)
+    return attempts
+
+
 @pytest.mark.calls
 def test_a_killed_livekit_server_leaves_the_other_nodes_calls_up(ca_file, tmp_path):
     """kill -9 of livekit-server on lk-1 while a call is up through lk-2's SIP
@@ -407,26 +432,7 @@ def test_a_killed_livekit_server_leaves_the_other_nodes_calls_up(ca_file, tmp_pa
 
     watcher = threading.Thread(target=watch_back, daemon=True)
     watcher.start()
-    attempts: list[dict] = []
-    streak = 0
-    while streak < 3:
-        assert time.monotonic() - killed < 90, attempts
-        placed = time.monotonic() - killed
-        try:
-            target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
-            if target is None:
-                ok, how, sip = False, instead, None
-            else:
-                result = probe.call(target, _caller(), conn=conn, cache=tmp_path, hold_ms=1500)
-                failed = [k for k, v in result.checks.items() if not v]
-                ok, how, sip = result.ok, failed or "ok", target.host
-                how = how if ok else f"{result.final_status} {result.final_reason}: {how}"
-        except (probe.ProbeError, AssertionError, OSError) as exc:
-            ok, how, sip = False, str(exc)[:200], None
-        attempts.append({"placed_s": round(placed, 1), "sip": sip, "ok": ok, "how": how})
-        streak = streak + 1 if ok else 0
-        if not ok:
-            time.sleep(0.5)
+    attempts = _new_calls_until_three_in_a_row(ca_file, conn, tmp_path, killed, 90)
     recovered = attempts[-3]["placed_s"]
     for thread, _box, _host in held:
         thread.join(timeout=HELD_MS / 1000 + 60)
@@ -508,26 +514,7 @@ def test_the_redis_master_killed_during_calls(ca_file, tmp_path):
     killed = time.monotonic()
     lk1.run("systemctl kill --signal=SIGKILL redis-server")
     try:
-        attempts: list[dict] = []
-        streak = 0
-        while streak < 3:
-            assert time.monotonic() - killed < 120, attempts
-            placed = time.monotonic() - killed
-            try:
-                target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
-                if target is None:
-                    ok, how = False, instead
-                else:
-                    result = probe.call(target, _caller(), conn=conn, cache=tmp_path, hold_ms=1500)
-                    failed = [k for k, v in result.checks.items() if not v]
-                    ok = result.ok
-                    how = "ok" if ok else f"{result.final_status} {result.final_reason}: {failed}"
-            except (probe.ProbeError, AssertionError, OSError) as exc:
-                ok, how = False, str(exc)[:200]
-            attempts.append({"placed_s": round(placed, 1), "ok": ok, "how": how})
-            streak = streak + 1 if ok else 0
-            if not ok:
-                time.sleep(0.5)
+        attempts = _new_calls_until_three_in_a_row(ca_file, conn, tmp_path, killed, 120)
         promoted = _master()
         for thread, _box in held:
             thread.join(timeout=HELD_MS / 1000 + 60)
