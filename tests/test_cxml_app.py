@@ -856,6 +856,36 @@ def test_a_target_answering_503_gets_no_call_from_the_next_probe_on(tmp_path):
             ep.stop()
 
 
+def test_a_busy_target_429_gets_calls_only_while_no_target_is_up(tmp_path):
+    """livekit-sip answers 429 UnderLoad above its CPU limit and still takes
+    inbound calls: prefer the node that is up, use the busy one before the fallback."""
+    with status_server(200) as node_1, status_server(200) as node_2:
+        ep = start_endpoint(tmp_path, multi_routing(node_1.server_port, node_2.server_port))
+        try:
+            node_2.status = 429  # type: ignore[attr-defined]
+            _wait_health(ep, SIP_2, healthy=False)
+            component = _components(ep)[f"livekit_sip:{SIP_2}"]
+            assert (component["state"], component["detail"]) == ("busy", "HTTP 429")
+            assert _targets_of(ep, 4) == [SIP_1] * 4
+            node_1.status = 503  # type: ignore[attr-defined]
+            _wait_health(ep, SIP_1, healthy=False)
+            assert _components(ep)[f"livekit_sip:{SIP_1}"]["state"] == "down"
+            for _ in range(2):
+                root, line = _decision(ep, f"CA-busy-{next(_SIDS)}")
+                assert (line["decision"], line["reason"], line["target"]) == (
+                    "dial", "routed-busy", SIP_2)  # fmt: skip
+                assert root.find("Dial/Sip").text.split("@", 1)[1].startswith(SIP_2)
+            node_2.status = 503  # type: ignore[attr-defined]
+            started = time.monotonic()
+            while _components(ep)[f"livekit_sip:{SIP_2}"]["state"] != "down":
+                assert time.monotonic() - started < 10, "429 -> 503 never noticed"
+                time.sleep(0.02)
+            _root, line = _decision(ep, f"CA-busy-{next(_SIDS)}")
+            assert (line["decision"], line["reason"]) == ("fallback", "livekit-sip-unhealthy")
+        finally:
+            ep.stop()
+
+
 def test_a_closed_health_port_then_both_targets_down_answer_the_fallback(tmp_path):
     with status_server(200) as node_1:
         with status_server(200) as node_2:
@@ -916,6 +946,21 @@ def test_a_health_url_two_targets_share_is_probed_once_per_round():
         node.status = 503  # type: ignore[attr-defined]
         asyncio.run(monitor.check_once())
         assert (node.hits, monitor.unhealthy) == (2, frozenset(keys))  # type: ignore[attr-defined]
+
+
+def test_a_target_with_two_health_urls_is_busy_while_one_is_busy_and_none_down():
+    with status_server(200) as sip, status_server(200) as server:
+        urls = tuple(f"http://127.0.0.1:{s.server_port}/" for s in (sip, server))
+        key = "livekit_sip:127.0.0.1:5060"
+        monitor = HealthMonitor(lambda: HealthTargets(sip_nodes=((key, urls),)))
+        sip.status = 429  # type: ignore[attr-defined]
+        asyncio.run(monitor.check_once())
+        assert (monitor.unhealthy, monitor.busy) == (frozenset(), frozenset({key}))
+        assert monitor.probes[key].state == "busy"
+        server.status = 406  # type: ignore[attr-defined]  # livekit-server "Not Ready"
+        asyncio.run(monitor.check_once())
+        assert (monitor.unhealthy, monitor.busy) == (frozenset({key}), frozenset())
+        assert monitor.probes[key].detail == f"{urls[0]}: HTTP 429; {urls[1]}: HTTP 406"
 
 
 def test_a_target_with_two_health_urls_is_down_while_either_fails():

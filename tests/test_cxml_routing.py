@@ -419,6 +419,26 @@ def test_an_unhealthy_target_is_skipped_and_none_up_is_the_fallback(tmp_path):
     assert [e.tag for e in _tree(decision.verbs)] == ["Say", "Hangup"]
 
 
+def test_a_busy_target_is_dialed_only_while_no_target_is_up(tmp_path):
+    routing, turns = _routing(tmp_path, MULTI), rt.RoundRobin()
+    params = {"To": "+12127773456"}
+    busy_2 = frozenset({NODE_2})
+    decisions = [rt.decide(routing, params, frozenset(), turns, busy_2) for _ in range(4)]
+    assert {(d.target, d.reason) for d in decisions} == {("192.0.2.21:5070", "routed")}
+    both = busy_2 | {NODE_1}
+    decisions = [rt.decide(routing, params, frozenset(), turns, both) for _ in range(4)]
+    assert [d.target for d in decisions] == ["192.0.2.21:5070", "192.0.2.22:5080"] * 2
+    assert {d.reason for d in decisions} == {"routed-busy"}
+    decision = rt.decide(routing, params, frozenset({NODE_1}), turns, busy_2)
+    assert (decision.outcome, decision.reason, decision.target) == (
+        "dial", "routed-busy", "192.0.2.22:5080")  # fmt: skip
+    decision = rt.decide(routing, params, frozenset({NODE_1, NODE_2}), turns)
+    assert decision.outcome == "fallback"
+    # a service route (one LiveKit SIP, no targets): busy is not down
+    assert rt.decide(routing, {"To": "+12125550102"}, frozenset(), turns,
+                     frozenset({rt.SIP_HEALTH})).outcome == "dial"  # fmt: skip
+
+
 def test_targets_with_their_own_health_ignore_health_livekit_sip(tmp_path):
     """health.livekit_sip is the one SIP service of host: routes (and service
     routes); a route whose targets each have a health URL is judged by those."""

@@ -540,10 +540,11 @@ def test_the_redis_master_killed_during_calls(ca_file, tmp_path):
 
 
 def _both_sip_nodes_routable() -> bool:
-    """The CXML endpoint's own view (its /health, asked on lk-3): every SIP target up."""
+    """The CXML endpoint's own view (its /health, asked on lk-3): every SIP target
+    up or busy (a 2-core bed under calls has livekit-sip answer 429 often)."""
     out = node(EDGE).run("curl -s --max-time 2 http://127.0.0.1:8088/health").stdout
     parts = json.loads(out or "{}").get("components", {})
-    up = {k for k, v in parts.items() if k.startswith("livekit_sip:") and v["healthy"]}
+    up = {k for k, v in parts.items() if k.startswith("livekit_sip:") and v["state"] != "down"}
     return up == {f"livekit_sip:{PUBLIC[h]}:5060" for h in SIP}
 
 
@@ -624,7 +625,7 @@ def test_a_rolling_upgrade_under_a_call_stream_drops_no_call(ca_file, tmp_path):
         change = {"livekit_server_log_level": "debug", "livekit_sip_log_level": "debug",
                   "redis_loglevel": "verbose",
                   "livekit_agents_environment": {"TRUNKLINE_AGENT_MODE": "offline",
-                                                 "TRUNKLINE_AGENT_LOAD_THRESHOLD": "0.95",
+                                                 "TRUNKLINE_AGENT_MAX_JOBS": "10",
                                                  "TRUNKLINE_UPGRADE_RUN": UPGRADE}}  # fmt: skip
         if UPGRADE == "baseline":
             time.sleep(60)

@@ -80,8 +80,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.dial_status is not None:
         decision = rt.dial_status(routing, {**params, "DialCallStatus": args.dial_status})
     else:
-        unhealthy = _probe(routing) if args.check_health else frozenset()
-        decision = rt.decide(routing, params, unhealthy)
+        unhealthy, busy = _probe(routing) if args.check_health else (frozenset(), frozenset())
+        decision = rt.decide(routing, params, unhealthy, busy=busy)
     document = render(decision.verbs).decode()
     route = routing.route_for(args.to)[1]
     if args.json:
@@ -201,14 +201,13 @@ def _root_path(value: str) -> str:
     return value
 
 
-def _probe(routing: rt.Routing) -> frozenset[str]:
+def _probe(routing: rt.Routing) -> tuple[frozenset[str], frozenset[str]]:
+    """Probe every health URL once; the components down, and those busy (429)."""
     monitor = HealthMonitor(lambda: routing.health)
     asyncio.run(monitor.check_once())
     for key, probe in sorted(monitor.probes.items()):
-        print(
-            f"health: {key}: {'up' if probe.healthy else 'down'} ({probe.detail})", file=sys.stderr
-        )
-    return monitor.unhealthy
+        print(f"health: {key}: {probe.state} ({probe.detail})", file=sys.stderr)
+    return monitor.unhealthy, monitor.busy
 
 
 def register(subparsers: Any) -> None:

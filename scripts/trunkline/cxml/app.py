@@ -194,7 +194,9 @@ class CxmlApp:
             if callback:
                 decision = rt.dial_status(routing, params)
             else:
-                decision = rt.decide(routing, params, self.health.unhealthy, self.turns)
+                decision = rt.decide(
+                    routing, params, self.health.unhealthy, self.turns, self.health.busy
+                )
             body = render(decision.verbs)
         except Exception as exc:  # a bug must not leave the caller in silence
             entry.update(status=200, decision="error", reason=type(exc).__name__)

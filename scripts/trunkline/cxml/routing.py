@@ -289,15 +289,21 @@ def decide(
     params: Mapping[str, str],
     unhealthy: frozenset[str],
     turns: RoundRobin | None = None,
+    busy: frozenset[str] = frozenset(),
 ) -> Decision:
     """The answer to a voice request: dial the route (a sip route: its next
-    healthy target, round-robin by ``turns``; the first one without), or its
-    fallback when no SIP target or the route's agent is up, or the default for
-    unknown numbers."""
+    healthy target, round-robin by ``turns``; the first one without; a busy
+    target only while none is up), or its fallback when no SIP target or the
+    route's agent is up, or the default for unknown numbers. ``unhealthy``
+    holds the components known down, ``busy`` those answering 429."""
     number, route = routing.route_for(params.get("To", ""))
     if route is None:
         return Decision("default", "unknown-number", "", answer_verbs(routing.default, params))
     up = healthy_targets(route, unhealthy)
+    routed = "routed"
+    if up and busy:
+        idle = tuple(t for t in up if t.health_key not in busy)
+        up, routed = (idle, routed) if idle else (up, "routed-busy")
     sip_down = SIP_HEALTH in unhealthy if up is None else not up
     if sip_down:
         reason = "livekit-sip-unhealthy"
@@ -308,7 +314,7 @@ def decide(
         if up:
             node = up[turns.turn(route.name) % len(up)] if turns and len(up) > 1 else up[0]
         dial = dial_route(route, number, params, routing.action_url, node)
-        return Decision("dial", "routed", route.name, (dial,), node.address if node else "")
+        return Decision("dial", routed, route.name, (dial,), node.address if node else "")
     return Decision("fallback", reason, route.name, answer_verbs(route.fallback, params, route))
 
 
