@@ -8,6 +8,8 @@
 #   make lab         a local lab host with trunkline.voice.site applied; make lab-down
 #   make cluster-upgrade  the staging cluster (molecule/cluster), then trunkline.voice.upgrade
 #                    under a stream of calls: every call must survive (several minutes)
+#   make cluster-bench  the staging cluster, then simultaneous calls with two SIP nodes
+#                    versus one: the highest clean level of each and their ratio
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -18,7 +20,7 @@ BIN := $(VENV)/bin
 # Scenarios in the order they run; each is named by what it proves.
 SCENARIOS ?= redis artifacts preflight default cxml sip_container egress e2e cluster
 
-.PHONY: help venv testbed lint docs collection test pytest molecule lab lab-down clean cluster-upgrade
+.PHONY: help venv testbed lint docs collection test pytest molecule lab lab-down clean cluster-upgrade cluster-bench
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -57,12 +59,20 @@ pytest: venv
 molecule: venv collection
 	@for s in $(SCENARIOS); do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/molecule test -s $$s; done
 
-cluster-upgrade: venv testbed collection
+# The staging cluster built from nothing, one opt-in test of it, then destroyed:
+# $(call cluster_run,ENV=VALUE,PYTEST_K)
+define cluster_run
 	@export PATH="$(CURDIR)/$(BIN):$$PATH"; rc=0; \
 	  molecule destroy -s cluster && molecule converge -s cluster && \
-	  TRUNKLINE_CLUSTER_UPGRADE=$$(date +%s) PYTEST_ADDOPTS="-k rolling_upgrade" \
-	    molecule verify -s cluster || rc=$$?; \
+	  $(1) PYTEST_ADDOPTS="-s -k $(2)" molecule verify -s cluster || rc=$$?; \
 	  molecule destroy -s cluster; exit $$rc
+endef
+
+cluster-upgrade: venv testbed collection
+	$(call cluster_run,TRUNKLINE_CLUSTER_UPGRADE=$$(date +%s),rolling_upgrade)
+
+cluster-bench: venv testbed collection
+	$(call cluster_run,TRUNKLINE_CLUSTER_BENCH=1,capacity)
 
 lab: venv collection
 	@scripts/testbed/testbed.sh --lab

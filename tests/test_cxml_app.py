@@ -912,6 +912,39 @@ def test_a_closed_health_port_then_both_targets_down_answer_the_fallback(tmp_pat
             ep.stop()
 
 
+def test_health_hold_rings_through_an_outage_then_dials_and_is_bounded(tmp_path):
+    """health.hold: a call with no target up waits for a probe round that brings
+    one up (a Redis failover: both servers "Not Ready" for seconds), then dials;
+    with none coming up it gets the fallback once hold has passed."""
+    with status_server(503) as node_1, status_server(503) as node_2:
+        routing = multi_routing(node_1.server_port, node_2.server_port)
+        ep = start_endpoint(
+            tmp_path, routing.replace("  timeout: 500ms\n", "  timeout: 500ms\n  hold: 3s\n")
+        )
+        try:
+            _wait_health(ep, SIP_1, healthy=False)
+            _wait_health(ep, SIP_2, healthy=False)
+            timer = threading.Timer(1.0, lambda: setattr(node_1, "status", 200))
+            timer.start()
+            started = time.monotonic()
+            root, line = _decision(ep, f"CA-hold-{next(_SIDS)}")
+            took = time.monotonic() - started
+            timer.join()
+            assert (line["decision"], line["reason"], line["target"]) == ("dial", "routed", SIP_1)
+            assert 0.9 <= line["held_s"] <= 3 and 0.9 <= took < 3.5, (line, took)
+            assert root.find("Dial/Sip") is not None
+            node_1.status = 503  # type: ignore[attr-defined]
+            _wait_health(ep, SIP_1, healthy=False)
+            started = time.monotonic()
+            root, line = _decision(ep, f"CA-hold-{next(_SIDS)}")
+            took = time.monotonic() - started
+            assert (line["decision"], line["reason"]) == ("fallback", "livekit-sip-unhealthy")
+            assert 3 <= line["held_s"] < 3.5 and 3 <= took < 4.5, (line, took)
+            assert [e.tag for e in root] == ["Say", "Hangup"]
+        finally:
+            ep.stop()
+
+
 def test_sighup_from_one_sip_host_to_two_targets_probes_the_new_ones(tmp_path):
     single = multi_routing(0, 0).split("    targets:")[0] + (
         '    host: 127.0.0.1\n    port: 5060\n    fallback: {say: "Support is closed."}\n'

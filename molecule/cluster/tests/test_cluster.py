@@ -159,8 +159,8 @@ def cloudonix(ca_file: str, did: str) -> str:
     """What the CXML endpoint answers Cloudonix for a call to ``did``, via Caddy."""
     params = {"CallSid": f"cluster-{secrets.token_hex(6)}", "AccountSid": "cluster", "From": CALLER,
               "To": did, "Direction": "inbound", "CallStatus": "ringing"}  # fmt: skip
-    conn = _EdgeConnection(
-        DOMAIN, 443, timeout=5, context=ssl.create_default_context(cafile=ca_file)
+    conn = _EdgeConnection(  # longer than staging's health.hold (8 s)
+        DOMAIN, 443, timeout=15, context=ssl.create_default_context(cafile=ca_file)
     )
     conn.request("GET", "/cxml/?" + urllib.parse.urlencode(params),
                  headers={"Authorization": f"Bearer {secret('cxml_auth_token')}"})  # fmt: skip
@@ -565,6 +565,26 @@ def _restore_lk1_as_master(lk1) -> None:
     timed_wait(_both_sip_nodes_routable, 60, "both SIP nodes routable after the failback")
 
 
+def _wire_call(ca_file: str, cache: Path, hold_ms: int, conn=None) -> dict:
+    """One call as Cloudonix would place it, judged on the wire: answered, the
+    agent's voice heard, speech sent, >= 90 % of the RTP expected back over the
+    hold, BYE answered. A row for the report, never an exception."""
+    row: dict = {}
+    try:
+        target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
+        if target is None:
+            return {"ok": False, "how": instead}
+        r = probe.call(target, _caller(), conn=conn, cache=cache, hold_ms=hold_ms)
+        wire = ("answered", "caller_heard_agent", "caller_sent_speech", "bye_completed")
+        bad = [k for k in wire if not r.checks.get(k)]
+        row.update(ok=not bad and r.rtp_in >= 0.9 * 50 * hold_ms / 1000, sip=target.host,
+                   failed=[k for k, v in r.checks.items() if not v],
+                   status=r.final_status, rtp_in=r.rtp_in)  # fmt: skip
+    except (probe.ProbeError, AssertionError, OSError) as exc:
+        row.update(ok=False, how=str(exc)[:200])
+    return row
+
+
 STREAM_EVERY_S = float(os.environ.get("TRUNKLINE_STREAM_EVERY_S", "2"))
 STREAM_HOLD_MS = int(os.environ.get("TRUNKLINE_STREAM_HOLD_MS", "20000"))
 # Any value runs the test; "baseline" runs the stream for 60 s without upgrading.
@@ -589,21 +609,8 @@ def test_a_rolling_upgrade_under_a_call_stream_drops_no_call(ca_file, tmp_path):
     stop = threading.Event()
 
     def one_call(n: int, placed: float) -> None:
-        row: dict = {"n": n, "placed_s": round(placed, 1)}
-        try:
-            target, instead = probe.resolve_cxml(cloudonix(ca_file, DID), {}, "tcp")
-            if target is None:
-                row.update(ok=False, how=instead)
-            else:
-                r = probe.call(target, _caller(), conn=conn, cache=tmp_path / f"s{n}",
-                               hold_ms=STREAM_HOLD_MS)  # fmt: skip
-                wire = ("answered", "caller_heard_agent", "caller_sent_speech", "bye_completed")
-                bad = [k for k in wire if not r.checks.get(k)]
-                row.update(ok=not bad and r.rtp_in >= 0.9 * 50 * STREAM_HOLD_MS / 1000,
-                           sip=target.host, failed=[k for k, v in r.checks.items() if not v],
-                           status=r.final_status, rtp_in=r.rtp_in)  # fmt: skip
-        except (probe.ProbeError, AssertionError, OSError) as exc:
-            row.update(ok=False, how=str(exc)[:200])
+        row = _wire_call(ca_file, tmp_path / f"s{n}", STREAM_HOLD_MS, conn)
+        row.update(n=n, placed_s=round(placed, 1))
         with lock:
             results.append(row)
 
@@ -648,3 +655,75 @@ def test_a_rolling_upgrade_under_a_call_stream_drops_no_call(ca_file, tmp_path):
           f"upgrade took {took:.0f} s")  # fmt: skip
     assert report["rc"] == 0, report["failed_messages"]
     assert failed == [], failed
+
+
+BENCH = os.environ.get("TRUNKLINE_CLUSTER_BENCH", "")
+BENCH_LEVELS = [int(n) for n in os.environ.get("TRUNKLINE_BENCH_LEVELS", "2,4,6,8").split(",")]
+BENCH_HOLD_MS = int(os.environ.get("TRUNKLINE_BENCH_HOLD_MS", "10000"))
+
+
+def _level(ca_file: str, cache: Path, calls: int) -> dict:
+    """``calls`` calls placed 0.25 s apart, all held at once; the level's rows."""
+    rows: list[dict] = [{} for _ in range(calls)]
+
+    def one(i: int) -> None:
+        rows[i] = _wire_call(ca_file, cache / f"c{i}", BENCH_HOLD_MS)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(calls)]
+    for t in threads:
+        t.start()
+        time.sleep(0.25)
+    for t in threads:
+        t.join(timeout=BENCH_HOLD_MS / 1000 + 120)
+    failed = [r for r in rows if not r.get("ok")]
+    sips = sorted({r.get("sip") for r in rows if r.get("sip")})
+    return {"calls": calls, "passed": calls - len(failed), "sip_nodes_used": sips,
+            "failed": failed}  # fmt: skip
+
+
+def _ramp(ca_file: str, cache: Path, phase: str) -> list[dict]:
+    rows = []
+    for calls in BENCH_LEVELS:
+        row = _level(ca_file, cache / f"{phase}{calls}", calls)
+        print(f"{phase}: {calls} calls at once: {row['passed']} passed, "
+              f"SIP nodes used {row['sip_nodes_used']}")  # fmt: skip
+        rows.append(row)
+        if row["passed"] < calls:
+            break
+        time.sleep(5)  # the level's rooms close before the next
+    return rows
+
+
+def _clean(rows: list[dict]) -> int:
+    return max([r["calls"] for r in rows if r["passed"] == r["calls"]], default=0)
+
+
+@pytest.mark.calls
+@pytest.mark.skipif(not BENCH, reason="make cluster-bench runs it (a benchmark: figures, "
+                    "not a pass/fail threshold)")  # fmt: skip
+def test_capacity_with_two_sip_nodes_versus_one(ca_file, tmp_path):
+    """A benchmark, not a check: the highest number of simultaneous calls (placed
+    through the CXML endpoint, judged on the wire as the stream test judges them)
+    with both SIP nodes in the route, then with lk-2's livekit-sip stopped, and
+    the ratio of the two, measured in one run. It fails only if it could not run."""
+    timed_wait(_both_sip_nodes_routable, 60, "both SIP nodes routable")
+    two = _ramp(ca_file, tmp_path, "two SIP nodes")
+    node(HOSTS[1]).run("systemctl stop livekit-sip")
+    try:
+        timed_wait(lambda: set(_cxml_targets(ca_file, 4)) == {PUBLIC[HOSTS[0]]}, 30,
+                   "lk-2 out of the route")  # fmt: skip
+        time.sleep(5)
+        one = _ramp(ca_file, tmp_path, "one SIP node")
+    finally:
+        node(HOSTS[1]).run("systemctl start livekit-sip")
+    timed_wait(_both_sip_nodes_routable, 60, "both SIP nodes routable again")
+    clean_two, clean_one = _clean(two), _clean(one)
+    ratio = round(clean_two / clean_one, 2) if clean_one else None
+    print(json.dumps({"levels": BENCH_LEVELS, "hold_ms": BENCH_HOLD_MS, "two": two, "one": one,
+                      "clean_two": clean_two, "clean_one": clean_one, "ratio": ratio},
+                     indent=1))  # fmt: skip
+    print(
+        f"capacity: highest clean level {clean_two} with two SIP nodes, {clean_one} with one "
+        f"(ratio {ratio}; levels {BENCH_LEVELS}, each call held {BENCH_HOLD_MS} ms)"
+    )
+    assert two and one  # the ramp ran in both phases

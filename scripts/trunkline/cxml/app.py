@@ -194,9 +194,7 @@ class CxmlApp:
             if callback:
                 decision = rt.dial_status(routing, params)
             else:
-                decision = rt.decide(
-                    routing, params, self.health.unhealthy, self.turns, self.health.busy
-                )
+                decision = await self._decide(routing, params, entry)
             body = render(decision.verbs)
         except Exception as exc:  # a bug must not leave the caller in silence
             entry.update(status=200, decision="error", reason=type(exc).__name__)
@@ -207,6 +205,27 @@ class CxmlApp:
         if decision.target:
             entry["target"] = decision.target
         return 200, body
+
+    async def _decide(
+        self, routing: rt.Routing, params: Mapping[str, str], entry: dict[str, Any]
+    ) -> rt.Decision:
+        """The route's decision; a fallback for want of health waits up to
+        ``health.hold`` for a probe round that brings a target (or the agent) up,
+        so a caller rings through a Redis failover instead of hearing the fallback."""
+        decision = rt.decide(routing, params, self.health.unhealthy, self.turns, self.health.busy)
+        hold = routing.health.hold
+        if not hold or decision.reason not in rt.HEALTH_REASONS:
+            return decision
+        started = time.monotonic()
+        while (left := hold - (time.monotonic() - started)) > 0:
+            await self.health.next_round(left)
+            decision = rt.decide(
+                routing, params, self.health.unhealthy, self.turns, self.health.busy
+            )
+            if decision.reason not in rt.HEALTH_REASONS:
+                break
+        entry["held_s"] = round(time.monotonic() - started, 2)
+        return decision
 
     def _health_body(self) -> bytes:
         """The endpoint's own health (always 200 while it serves) and what it sees."""

@@ -82,6 +82,7 @@ class HealthMonitor:
         self.busy: frozenset[str] = frozenset()
         self.probes: dict[str, Probe] = {}
         self._task: asyncio.Task | None = None
+        self._round: asyncio.Event | None = None  # set when the next round is published
 
     async def check_once(self) -> None:
         """Probe all URLs concurrently (in threads) and publish the result at once.
@@ -96,6 +97,16 @@ class HealthMonitor:
         self.probes = {key: _all_of(group, by_url) for key, group in urls.items()}
         self.unhealthy = frozenset(k for k, p in self.probes.items() if p.state == "down")
         self.busy = frozenset(k for k, p in self.probes.items() if p.busy)
+        if self._round is not None:
+            self._round.set()
+            self._round = None
+
+    async def next_round(self, timeout: float) -> None:
+        """Wait until the next probe round is published, or ``timeout`` seconds."""
+        if self._round is None:
+            self._round = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._round.wait(), timeout)
 
     async def _run(self) -> None:
         while True:  # start() has just probed: wait first

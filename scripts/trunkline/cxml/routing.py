@@ -199,6 +199,9 @@ class HealthTargets:
     agents: tuple[tuple[str, str], ...] = ()
     interval: float = 2.0
     timeout: float = 1.0
+    # How long a voice request with no SIP target (or agent) up may wait for
+    # one before it gets the fallback: 0 = the fallback at once.
+    hold: float = 0.0
     # (livekit_sip:HOST:PORT, its URLs), from the routes
     sip_nodes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -316,6 +319,11 @@ def decide(
         dial = dial_route(route, number, params, routing.action_url, node)
         return Decision("dial", routed, route.name, (dial,), node.address if node else "")
     return Decision("fallback", reason, route.name, answer_verbs(route.fallback, params, route))
+
+
+# The fallbacks health decides (worth waiting out with health.hold); the others
+# (unknown number, a Dial that failed) are final.
+HEALTH_REASONS = frozenset({"livekit-sip-unhealthy", "agent-unhealthy"})
 
 
 def healthy_targets(route: Route, unhealthy: frozenset[str]) -> tuple[SipNode, ...] | None:
@@ -505,6 +513,7 @@ def _health(top: FieldReader) -> HealthTargets:
         agents=tuple(agents),
         interval=h.seconds("interval", 2.0, 0.1, 60),
         timeout=h.seconds("timeout", 1.0, 0.05, 10),
+        hold=h.seconds("hold", 0.0, 0, 30),
     )
     h.done()
     return targets
